@@ -1,0 +1,288 @@
+//! The answer cache: complete answers in wire form keyed by (lower-cased
+//! name, type), bounded by memory, aged per RFC 1035 §6.1.2 and RFC 2308.
+//!
+//! What lives here:
+//! - positive answers and negative ones (NXDOMAIN, NODATA; RFC 2308 §5), whose
+//!   lifetime is the smallest TTL they contain after clamping;
+//! - resolution failures for `servfail_ttl` seconds (RFC 9520 §3.2);
+//! - NXDOMAIN names, so a name below one is answered without asking
+//!   (RFC 8020 §2).
+//!
+//! Entries stay in moka for `stale_max` past their TTL when serve-stale
+//! (RFC 8767) is on; [`WireAnswer::expired`] tells live from stale. The
+//! iterator's own RRset and delegation caches are in `resolve::store`.
+
+use crate::config::CacheConfig;
+use crate::wire::answer::{Sections, WireAnswer};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use moka::sync::Cache;
+use moka::Expiry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A cached answer shared between the cache and replies in progress.
+pub type Entry = Arc<WireAnswer>;
+
+/// Lower-cased wire name + QTYPE; looked up by `&[u8]` without allocating.
+pub type CacheKey = Box<[u8]>;
+
+/// The client-facing answer cache.
+#[derive(Clone)]
+pub struct AnswerCache {
+    answers: Option<Cache<CacheKey, Entry>>,
+    /// Names known not to exist, with the SOA that said so.
+    nxdomains: Option<Cache<Name, Arc<NxDomain>>>,
+    cfg: CacheConfig,
+}
+
+/// An NXDOMAIN remembered for RFC 8020 cuts.
+#[derive(Debug)]
+pub struct NxDomain {
+    /// The SOA from the authority section, TTL already clamped.
+    pub soa: Record,
+    /// When it was stored.
+    pub stored_at: Instant,
+}
+
+struct TtlExpiry {
+    stale: Duration,
+}
+
+impl Expiry<CacheKey, Entry> for TtlExpiry {
+    fn expire_after_create(&self, _k: &CacheKey, v: &Entry, _now: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(v.ttl as u64) + self.stale)
+    }
+    fn expire_after_update(
+        &self,
+        k: &Box<[u8]>,
+        v: &Entry,
+        now: Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(k, v, now)
+    }
+}
+
+struct NxExpiry;
+
+impl Expiry<Name, Arc<NxDomain>> for NxExpiry {
+    fn expire_after_create(&self, _k: &Name, v: &Arc<NxDomain>, _now: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(v.soa.ttl() as u64))
+    }
+}
+
+impl AnswerCache {
+    /// A cache bounded by `cfg.max_size` bytes (0 disables it).
+    pub fn new(cfg: &CacheConfig) -> AnswerCache {
+        let enabled = cfg.max_size.0 > 0;
+        let stale = if cfg.serve_stale {
+            cfg.stale_max.0
+        } else {
+            Duration::ZERO
+        };
+        // Most of the budget goes to answers; NXDOMAIN names are small.
+        let answers = enabled.then(|| {
+            Cache::builder()
+                .max_capacity(cfg.max_size.0 - cfg.max_size.0 / 16)
+                .weigher(|k: &CacheKey, v: &Entry| {
+                    u32::try_from(k.len() + v.size() + 64).unwrap_or(u32::MAX)
+                })
+                .expire_after(TtlExpiry { stale })
+                .support_invalidation_closures()
+                .build()
+        });
+        let nxdomains = enabled.then(|| {
+            Cache::builder()
+                .max_capacity(cfg.max_size.0 / 16)
+                .weigher(|k: &Name, _v: &Arc<NxDomain>| {
+                    u32::try_from(k.len() * 2 + 200).unwrap_or(u32::MAX)
+                })
+                .expire_after(NxExpiry)
+                .support_invalidation_closures()
+                .build()
+        });
+        AnswerCache {
+            answers,
+            nxdomains,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The entry for a key, live or stale.
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        self.answers.as_ref()?.get(key)
+    }
+
+    /// Applies TTL policy to fresh sections and stores them; returns the
+    /// encoded answer either way.
+    pub fn store(
+        &self,
+        key: &[u8],
+        qname: &Name,
+        qtype: RecordType,
+        mut s: Sections,
+    ) -> Option<Entry> {
+        let negative = s.rcode == 3 || (s.rcode == 0 && s.answer.is_empty());
+        let failure = s.rcode != 0 && s.rcode != 3;
+        if negative {
+            for r in s.authority.iter_mut() {
+                if let Some(RData::SOA(soa)) = r.data() {
+                    let ttl = r.ttl().min(soa.minimum()).min(self.cfg.max_negative_ttl);
+                    r.set_ttl(ttl);
+                }
+            }
+        } else {
+            for r in s
+                .answer
+                .iter_mut()
+                .chain(s.authority.iter_mut())
+                .chain(s.additional.iter_mut())
+            {
+                r.set_ttl(r.ttl().clamp(self.cfg.min_ttl, self.cfg.max_ttl));
+            }
+        }
+        let mut a = WireAnswer::encode(qname, qtype, s.clone()).ok()?;
+        if failure {
+            a.ttl = self.cfg.servfail_ttl;
+        } else if negative
+            && !s
+                .authority
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA)
+        {
+            // RFC 2308 §5: without an SOA a negative answer is not cached.
+            a.ttl = 0;
+        }
+        let a = Arc::new(a);
+        if a.ttl > 0 {
+            if let Some(c) = &self.answers {
+                c.insert(key.into(), a.clone());
+            }
+            if s.rcode == 3 {
+                if let (Some(nx), Some(soa)) = (
+                    &self.nxdomains,
+                    s.authority
+                        .iter()
+                        .find(|r| r.record_type() == RecordType::SOA),
+                ) {
+                    nx.insert(
+                        qname.to_lowercase(),
+                        Arc::new(NxDomain {
+                            soa: soa.clone(),
+                            stored_at: Instant::now(),
+                        }),
+                    );
+                }
+            }
+        }
+        Some(a)
+    }
+
+    /// RFC 8020: a cached NXDOMAIN at `qname` or an ancestor answers for it.
+    /// Returns the SOA with its TTL aged.
+    pub fn nxdomain_cut(&self, qname: &Name) -> Option<Record> {
+        let nx = self.nxdomains.as_ref()?;
+        let mut n = qname.to_lowercase();
+        loop {
+            if let Some(e) = nx.get(&n) {
+                let age = e.stored_at.elapsed().as_secs() as u32;
+                let left = e.soa.ttl().saturating_sub(age);
+                if left > 0 {
+                    let mut soa = e.soa.clone();
+                    soa.set_ttl(left);
+                    return Some(soa);
+                }
+            }
+            if n.num_labels() == 0 {
+                return None;
+            }
+            n = n.base_name();
+        }
+    }
+
+    /// Removes everything.
+    pub fn flush_all(&self) {
+        if let Some(c) = &self.answers {
+            c.invalidate_all();
+        }
+        if let Some(c) = &self.nxdomains {
+            c.invalidate_all();
+        }
+    }
+
+    /// Removes entries for `name`, or for it and everything below when
+    /// `subtree`. Returns once the removal is visible to lookups.
+    pub fn flush_name(&self, name: &Name, subtree: bool) {
+        let target = name.to_lowercase();
+        let wire = name_to_wire(&target);
+        if let Some(c) = &self.answers {
+            let w = wire.clone();
+            let _ = c.invalidate_entries_if(move |k, _| {
+                let Some(name_part) = k.get(..k.len().saturating_sub(2)) else {
+                    return false;
+                };
+                if subtree {
+                    name_part.ends_with(&w) && label_boundary(name_part, w.len())
+                } else {
+                    name_part == &w[..]
+                }
+            });
+            c.run_pending_tasks();
+        }
+        if let Some(c) = &self.nxdomains {
+            let t = target.clone();
+            let _ =
+                c.invalidate_entries_if(move |k, _| if subtree { t.zone_of(k) } else { *k == t });
+            c.run_pending_tasks();
+        }
+    }
+
+    /// (entries, bytes) currently held.
+    pub fn usage(&self) -> (u64, u64) {
+        match &self.answers {
+            Some(c) => {
+                c.run_pending_tasks();
+                (c.entry_count(), c.weighted_size())
+            }
+            None => (0, 0),
+        }
+    }
+
+    /// The policy in force.
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+}
+
+/// Whether the suffix of length `n` of a wire name starts at a label
+/// boundary (so `xample.com` does not match inside `example.com`).
+fn label_boundary(name: &[u8], n: usize) -> bool {
+    let start = name.len() - n;
+    let mut i = 0usize;
+    while i < name.len() {
+        if i == start {
+            return true;
+        }
+        i += name[i] as usize + 1;
+    }
+    i == start
+}
+
+/// Lower-case uncompressed wire form of a name.
+pub fn name_to_wire(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for l in name.iter() {
+        out.push(l.len() as u8);
+        out.extend(l.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
+}
+
+/// The cache key for (name, type).
+pub fn key_for(name: &Name, qtype: RecordType) -> Vec<u8> {
+    let mut k = name_to_wire(name);
+    k.extend_from_slice(&u16::from(qtype).to_be_bytes());
+    k
+}

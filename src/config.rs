@@ -1,0 +1,534 @@
+//! Configuration: the TOML schema, its defaults (the one place where policy
+//! numbers live), and validation that names the file, line and key of every
+//! mistake.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`) because a misspelt limit
+//! that is silently ignored is worse than a daemon that refuses to start.
+//! `config/resolvd.toml` documents every key; keep the two in step.
+
+use crate::zones::{GeoConfig, ZoneConfig};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and who may use them.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The iterative resolver's timeouts and budgets.
+    #[serde(default)]
+    pub resolver: ResolverConfig,
+    /// Answer cache sizing and TTL policy.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The local control socket used by `resolvd control`.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// Regions for geo-routed pools.
+    #[serde(default)]
+    pub geo: GeoConfig,
+    /// Local authoritative zones.
+    #[serde(default)]
+    pub zone: Vec<ZoneConfig>,
+    /// Directory that relative paths (zone files, root hints) are resolved
+    /// against: the config file's directory. Not a TOML key.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to serve UDP and TCP on.
+    #[serde(deserialize_with = "parse_vec")]
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads (and UDP sockets per address); 0 = number of cores.
+    pub threads: usize,
+    /// Client prefixes allowed to query; everyone else gets REFUSED.
+    #[serde(deserialize_with = "parse_vec")]
+    pub allow: Vec<IpNet>,
+    /// Our EDNS UDP payload size (RFC 6891 §6.2.5; 1232 avoids fragmentation).
+    pub udp_payload_size: u16,
+    /// A TCP connection with nothing in flight is closed after this long.
+    pub tcp_idle_timeout: Dur,
+    /// Concurrent TCP connections over all listeners.
+    pub tcp_max_connections: usize,
+    /// Queries answered concurrently on one TCP connection (RFC 7766 §6.2.1.1).
+    pub tcp_max_inflight: usize,
+    /// On SIGINT/SIGTERM, in-flight queries get this long to finish.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![
+                SocketAddr::from(([127, 0, 0, 1], 53)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 53)),
+            ],
+            threads: 0,
+            allow: vec![
+                IpNet::from_str("127.0.0.0/8").unwrap_or_default(),
+                IpNet::from_str("::1/128").unwrap_or_default(),
+            ],
+            udp_payload_size: 1232,
+            tcp_idle_timeout: Dur::secs(10),
+            tcp_max_connections: 1000,
+            tcp_max_inflight: 100,
+            shutdown_grace: Dur::secs(3),
+        }
+    }
+}
+
+/// `[resolver]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverConfig {
+    /// named.root-format file; absent = the IANA hints compiled in.
+    pub root_hints: Option<PathBuf>,
+    /// Allow upstream servers on 127.0.0.0/8 and ::1 (labs and tests).
+    pub query_loopback: bool,
+    /// Port every upstream query goes to.
+    pub upstream_port: u16,
+    /// RFC 9156 QNAME minimisation.
+    pub qname_minimisation: bool,
+    /// EDNS buffer size advertised upstream.
+    pub edns_payload: u16,
+    /// First per-try timeout for a server we know nothing about.
+    pub initial_timeout: Dur,
+    /// Ceiling for a per-try timeout after backoff.
+    pub max_timeout: Dur,
+    /// Overall deadline for one client query.
+    pub query_deadline: Dur,
+    /// Upstream queries one client query may cause (NXNSAttack budget).
+    pub max_upstream_queries: u32,
+    /// Referrals followed in one walk.
+    pub max_referral_depth: u32,
+    /// Glueless NS names resolved per delegation.
+    pub max_ns_resolutions: u32,
+    /// Nesting depth of resolutions started to find NS addresses.
+    pub max_nested_depth: u32,
+    /// CNAME links followed for one answer.
+    pub max_cname_chain: u32,
+    /// How long a dead or lame server is skipped.
+    pub server_hold_down: Dur,
+    /// Re-prime the root NS set at least this often when priming fails.
+    pub priming_retry: Dur,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            root_hints: None,
+            query_loopback: false,
+            upstream_port: 53,
+            qname_minimisation: true,
+            edns_payload: 1232,
+            initial_timeout: Dur::millis(400),
+            max_timeout: Dur::millis(2000),
+            query_deadline: Dur::secs(5),
+            max_upstream_queries: 50,
+            max_referral_depth: 30,
+            max_ns_resolutions: 4,
+            max_nested_depth: 4,
+            max_cname_chain: 12,
+            server_hold_down: Dur::secs(60),
+            priming_retry: Dur::secs(5),
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory bound for cached answers; 0 disables caching.
+    pub max_size: ByteSize,
+    /// Lower clamp on stored TTLs (seconds).
+    pub min_ttl: u32,
+    /// Upper clamp on stored TTLs (seconds).
+    pub max_ttl: u32,
+    /// Upper clamp on negative-answer TTLs (RFC 2308 §5).
+    pub max_negative_ttl: u32,
+    /// How long a resolution failure is remembered (RFC 9520).
+    pub servfail_ttl: u32,
+    /// Refresh entries hit in the last 10% of their TTL.
+    pub prefetch: bool,
+    /// RFC 8767 serve-stale.
+    pub serve_stale: bool,
+    /// Serve stale data when resolution takes longer than this.
+    pub stale_answer_timeout: Dur,
+    /// Expired entries older than this are never served.
+    pub stale_max: Dur,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_size: ByteSize(256 * 1024 * 1024),
+            min_ttl: 0,
+            max_ttl: 86400,
+            max_negative_ttl: 3600,
+            servfail_ttl: 5,
+            prefetch: true,
+            serve_stale: true,
+            stale_answer_timeout: Dur::millis(1800),
+            stale_max: Dur::secs(86400),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter: error, warn, info, debug, trace or a directive list.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket for `resolvd control`; created mode 0600.
+    pub socket: PathBuf,
+    /// Set false to run without a control socket.
+    pub enabled: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from("/run/resolvd/control.sock"),
+            enabled: true,
+        }
+    }
+}
+
+/// A duration written as `"400ms"`, `"5s"`, `"2m"`, `"1h"` or `"1d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Whole seconds.
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+    /// Milliseconds.
+    pub const fn millis(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("bad duration {s:?} (examples: \"400ms\", \"5s\", \"1d\")"))?;
+        let mult = match unit {
+            "ms" => 0.001,
+            "s" | "" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h or d)")),
+        };
+        if !n.is_finite() || n < 0.0 || n * mult > 1e9 {
+            return Err(format!("duration {s:?} out of range"));
+        }
+        Ok(Dur(Duration::from_secs_f64(n * mult)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size in bytes: an integer or `"256MiB"`, `"64KiB"`, `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("bad size {s:?} (examples: \"256MiB\", \"1GiB\", 0)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" | "KB" => 1 << 10,
+            "MiB" | "M" | "MB" => 1 << 20,
+            "GiB" | "G" | "GB" => 1 << 30,
+            _ => return Err(format!("bad size unit in {s:?} (use B, KiB, MiB or GiB)")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} out of range"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Deserializes a list of strings through `FromStr`, so a bad address is
+/// reported by toml with the span of the offending value.
+fn parse_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| T::from_str(s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))))
+        .collect()
+}
+
+/// One problem with a configuration file, printed on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Syntax error, unknown key or bad value, located in the file.
+    #[error("{path}:{line}: {key}{message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// The key, with a trailing ": " when known.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// The configuration used without `--config`.
+    pub fn embedded_default() -> Config {
+        Config {
+            base_dir: PathBuf::from("."),
+            ..Config::default()
+        }
+    }
+
+    /// Reads and validates a file; every error found is returned.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            vec![ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }]
+        })?;
+        let mut cfg = Config::parse(&text, &path.display().to_string())?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, Vec<ConfigError>> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of_offset(text, s.start)).unwrap_or(1);
+            let key = key_at_line(text, line)
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
+            vec![ConfigError::Invalid {
+                path: path.to_string(),
+                line,
+                key,
+                message: e.message().replace('\n', " "),
+            }]
+        })?;
+        let errors = cfg.validate(text, path);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate(&self, text: &str, path: &str) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            errs.push(ConfigError::Invalid {
+                path: path.to_string(),
+                line: line_of_key(text, key),
+                key: format!("{key}: "),
+                message,
+            })
+        };
+        if self.server.listen.is_empty() {
+            bad("listen", "at least one address is needed".into());
+        }
+        if self.server.udp_payload_size < 512 {
+            bad("udp_payload_size", "must be at least 512".into());
+        }
+        if self.resolver.edns_payload < 512 {
+            bad("edns_payload", "must be at least 512".into());
+        }
+        if self.server.tcp_max_connections == 0 {
+            bad("tcp_max_connections", "must be at least 1".into());
+        }
+        if self.server.tcp_max_inflight == 0 {
+            bad("tcp_max_inflight", "must be at least 1".into());
+        }
+        if self.resolver.upstream_port == 0 {
+            bad("upstream_port", "must not be 0".into());
+        }
+        if self.resolver.max_upstream_queries == 0 {
+            bad("max_upstream_queries", "must be at least 1".into());
+        }
+        if self.cache.min_ttl > self.cache.max_ttl {
+            bad("min_ttl", "must not exceed max_ttl".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            bad("level", format!("{:?} is not a log level", self.log.level));
+        }
+        errs
+    }
+
+    /// Worker threads after applying the "0 = number of cores" default.
+    pub fn worker_threads(&self) -> usize {
+        if self.server.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.server.threads
+        }
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|t| t.matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+/// The key assigned on a line (`key = value`), for messages.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with('#')).then(|| k.to_string())
+}
+
+/// The first line assigning `key`, for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.split_once('=')
+                .is_some_and(|(k, _)| k.trim() == key && !l.trim_start().starts_with('#'))
+        })
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "[server]\nlisten = [\"127.0.0.1:53\"]\nlisten_typo = 3\n";
+        let errs = Config::parse(text, "x.toml").unwrap_err();
+        let msg = errs[0].to_string();
+        assert!(msg.starts_with("x.toml:3: listen_typo: "), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_names_line() {
+        let text = "[server]\n\nlisten = [\"127.0.0.1\"]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert!(msg.starts_with("x.toml:3: listen: "), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let text = "[server]\nthreads = 2\n[log\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert!(msg.starts_with("x.toml:3:"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_error_names_line_of_key() {
+        let text = "[cache]\nmax_ttl = 10\nmin_ttl = 20\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert_eq!(msg, "x.toml:3: min_ttl: must not exceed max_ttl");
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(
+            "400ms".parse::<Dur>().unwrap().0,
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            "1.8s".parse::<Dur>().unwrap().0,
+            Duration::from_millis(1800)
+        );
+        assert_eq!("1d".parse::<Dur>().unwrap().0, Duration::from_secs(86400));
+        assert!("5 parsecs".parse::<Dur>().is_err());
+        assert_eq!("256MiB".parse::<ByteSize>().unwrap().0, 256 << 20);
+        assert!("12XB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../config/resolvd.toml");
+        Config::parse(text, "config/resolvd.toml").unwrap();
+    }
+}

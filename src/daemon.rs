@@ -1,0 +1,200 @@
+//! A running resolvd: binds every listener, wires handler, cache, zones and
+//! resolver together, and owns the tasks until shutdown.
+//!
+//! `main` uses it for the real process; integration tests start one
+//! in-process on loopback ports.
+
+use crate::cache::AnswerCache;
+use crate::config::Config;
+use crate::handler::{Handler, HandlerConfig};
+use crate::listener::{tcp, udp, BindError};
+use crate::metrics::Metrics;
+use crate::resolve::iterate::Iterator as IterativeResolver;
+use crate::resolve::Resolve;
+use crate::root_hints::{RootHints, RootHintsError};
+use crate::zones::{HealthGuard, LocalZones, ZonesError};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Root hints unusable.
+    #[error(transparent)]
+    RootHints(#[from] RootHintsError),
+    /// Local zones invalid.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Zones(Vec<ZonesError>),
+    /// Control socket.
+    #[error("control socket {path}: {source}")]
+    Control {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
+/// listeners at once.
+pub struct Daemon {
+    handler: Arc<Handler>,
+    addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+    health: Mutex<Option<HealthGuard>>,
+}
+
+impl Daemon {
+    /// Starts with the iterative resolver.
+    pub async fn start(cfg: &Config) -> Result<Daemon, StartError> {
+        let hints = match &cfg.resolver.root_hints {
+            Some(p) => RootHints::load(&cfg.base_dir.join(p))?,
+            None => RootHints::iana(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let resolver = IterativeResolver::new(cfg.resolver.clone(), hints, metrics.clone());
+        Daemon::start_with(cfg, Arc::new(resolver), metrics).await
+    }
+
+    /// Starts with any resolver (tests plug in their own).
+    pub async fn start_with(
+        cfg: &Config,
+        resolver: Arc<dyn Resolve>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Daemon, StartError> {
+        let zones = Arc::new(build_zones(cfg)?);
+        let handler = Arc::new(Handler::new(
+            HandlerConfig {
+                allow: cfg.server.allow.clone(),
+                udp_payload_size: cfg.server.udp_payload_size,
+                query_deadline: cfg.resolver.query_deadline.0,
+            },
+            zones.clone(),
+            AnswerCache::new(&cfg.cache),
+            resolver,
+            metrics,
+        ));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(cfg.server.tcp_max_connections));
+        let limits = tcp::TcpLimits {
+            idle_timeout: cfg.server.tcp_idle_timeout.0,
+            max_inflight: cfg.server.tcp_max_inflight,
+        };
+        let workers = cfg.worker_threads().max(1);
+        let mut addrs = Vec::new();
+        // Bind everything before serving anything, so a bad address fails
+        // start-up cleanly instead of leaving half a daemon running.
+        let mut udp_socks = Vec::new();
+        let mut tcp_socks = Vec::new();
+        for &want in &cfg.server.listen {
+            let first = udp::bind(want)?;
+            // Port 0 (tests): siblings and TCP must share the port the first
+            // socket got.
+            let addr = first.local_addr().map_err(|source| BindError {
+                proto: "udp",
+                addr: want,
+                source,
+            })?;
+            udp_socks.push(first);
+            for _ in 1..workers {
+                udp_socks.push(udp::bind(addr)?);
+            }
+            tcp_socks.push(tcp::bind(addr)?);
+            addrs.push(addr);
+        }
+        for s in udp_socks {
+            tasks.spawn(udp::serve(
+                Arc::new(s),
+                handler.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        for l in tcp_socks {
+            tasks.spawn(tcp::serve(
+                l,
+                handler.clone(),
+                limits,
+                slots.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        if cfg.control.enabled {
+            crate::control::start(
+                &cfg.control.socket,
+                handler.clone(),
+                shutdown.clone(),
+                &tasks,
+            )
+            .map_err(|source| StartError::Control {
+                path: cfg.control.socket.display().to_string(),
+                source,
+            })?;
+        }
+        let health = zones.start_health_checks();
+        Ok(Daemon {
+            handler,
+            addrs,
+            shutdown,
+            tasks,
+            grace: cfg.server.shutdown_grace.0,
+            health: Mutex::new(Some(health)),
+        })
+    }
+
+    /// The bound addresses (with real ports when 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The query handler (cache, zones, metrics).
+    pub fn handler(&self) -> &Arc<Handler> {
+        &self.handler
+    }
+
+    /// Swaps in the zones of a new configuration; on error the old zones
+    /// keep serving.
+    pub fn reload(&self, cfg: &Config) -> Result<(), StartError> {
+        let zones = Arc::new(build_zones(cfg)?);
+        let guard = zones.start_health_checks();
+        self.handler.set_zones(zones);
+        if let Ok(mut h) = self.health.lock() {
+            *h = Some(guard);
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight queries finish up to the grace
+    /// period, then returns.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(self.grace, self.tasks.wait()).await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn build_zones(cfg: &Config) -> Result<LocalZones, StartError> {
+    LocalZones::from_config(&cfg.zone, &cfg.geo, base(cfg)).map_err(StartError::Zones)
+}
+
+fn base(cfg: &Config) -> &Path {
+    &cfg.base_dir
+}

@@ -1,0 +1,381 @@
+//! From query bytes to reply bytes: parse, access control, local zones,
+//! cache, then (off the fast path) coalesced resolution, serve-stale and
+//! prefetch.
+//!
+//! [`Handler::answer_now`] is the synchronous fast path the listeners call
+//! for every packet: it answers malformed queries, refused clients, local
+//! zones and live cache hits without awaiting or allocating per record.
+//! Everything else returns [`Step::Resolve`] and goes through
+//! [`Handler::answer_resolved`], where concurrent identical questions share
+//! one resolution (request coalescing).
+
+use crate::cache::{AnswerCache, CacheKey, Entry};
+use crate::metrics::Metrics;
+use crate::resolve::Resolve;
+use crate::wire::answer::{write_error, Ede, ReplyContext, Sections, WireAnswer};
+use crate::wire::query::{rcode, Query, Rejection};
+use crate::zones::{ClientInfo, ClientSubnet, LocalZones};
+use arc_swap::ArcSwap;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Clients waiting for one resolution.
+type Waiters = Vec<oneshot::Sender<Entry>>;
+
+/// Which transport a query came over; decides the reply size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: the client's EDNS size, or 512.
+    Udp,
+    /// TCP: up to 65535.
+    Tcp,
+}
+
+/// What the fast path decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `out` holds the reply.
+    Reply,
+    /// Send nothing.
+    Drop,
+    /// Needs resolution: call [`Handler::answer_resolved`].
+    Resolve,
+}
+
+/// Settings the handler needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// Client prefixes allowed to query.
+    pub allow: Vec<IpNet>,
+    /// Our EDNS payload size.
+    pub udp_payload_size: u16,
+    /// Upper bound on waiting for a resolution.
+    pub query_deadline: Duration,
+}
+
+/// Shared per-daemon query handling state.
+pub struct Handler {
+    cfg: HandlerConfig,
+    /// Local zones; swapped whole on reload so a query sees one version.
+    pub zones: ArcSwap<LocalZones>,
+    /// The answer cache.
+    pub cache: AnswerCache,
+    resolver: Arc<dyn Resolve>,
+    /// Resolutions in progress and who waits for them. A std Mutex: the
+    /// critical sections are a map lookup, never held across an await.
+    inflight: Mutex<HashMap<CacheKey, Waiters>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Handler {
+    /// Builds a handler around a resolver.
+    pub fn new(
+        cfg: HandlerConfig,
+        zones: Arc<LocalZones>,
+        cache: AnswerCache,
+        resolver: Arc<dyn Resolve>,
+        metrics: Arc<Metrics>,
+    ) -> Handler {
+        Handler {
+            cfg,
+            zones: ArcSwap::new(zones),
+            cache,
+            resolver,
+            inflight: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.cfg.allow.iter().any(|n| n.contains(&ip))
+    }
+
+    fn context(&self, q: &Query<'_>, t: Transport, stale: bool) -> ReplyContext {
+        ReplyContext {
+            limit: match t {
+                Transport::Udp => q.udp_limit(),
+                Transport::Tcp => 65535,
+            },
+            our_payload: self.cfg.udp_payload_size,
+            stale,
+        }
+    }
+
+    /// The fast path. Never awaits; allocation-free on a cache hit.
+    pub fn answer_now(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        client: SocketAddr,
+        t: Transport,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        Metrics::inc(&self.metrics.queries);
+        let q = match Query::parse(pkt) {
+            Ok(q) => q,
+            Err(Rejection::Drop) => {
+                Metrics::inc(&self.metrics.malformed);
+                return Step::Drop;
+            }
+            Err(Rejection::Error {
+                rcode,
+                question_end,
+                edns,
+            }) => {
+                Metrics::inc(&self.metrics.malformed);
+                write_error(
+                    pkt,
+                    rcode,
+                    question_end,
+                    edns,
+                    self.cfg.udp_payload_size,
+                    out,
+                );
+                return Step::Reply;
+            }
+        };
+        if !self.allowed(client.ip()) {
+            Metrics::inc(&self.metrics.refused);
+            write_error(
+                pkt,
+                rcode::REFUSED,
+                12 + q.question.len(),
+                q.edns,
+                self.cfg.udp_payload_size,
+                out,
+            );
+            return Step::Reply;
+        }
+        let now = Instant::now();
+        {
+            let zones = self.zones.load();
+            if !zones.is_empty() {
+                if let Some(s) = self.local_answer(&zones, &q, client.ip()) {
+                    Metrics::inc(&self.metrics.local);
+                    let encoded = wire_to_name(q.name_wire()).and_then(|name| {
+                        WireAnswer::encode(&name, RecordType::from(q.qtype), s).ok()
+                    });
+                    if let Some(a) = encoded {
+                        a.write_reply(&q, now, self.context(&q, t, false), out);
+                        return Step::Reply;
+                    }
+                    write_error(
+                        pkt,
+                        rcode::SERVFAIL,
+                        12 + q.question.len(),
+                        q.edns,
+                        self.cfg.udp_payload_size,
+                        out,
+                    );
+                    return Step::Reply;
+                }
+            }
+        }
+        if let Some(e) = self.cache.get(q.key()) {
+            if !e.expired(now) {
+                Metrics::inc(&self.metrics.hits);
+                e.write_reply(&q, now, self.context(&q, t, false), out);
+                if e.rcode == rcode::SERVFAIL {
+                    Metrics::inc(&self.metrics.servfails);
+                }
+                self.maybe_prefetch(&q, &e, now);
+                self.metrics.observe(now.elapsed());
+                return Step::Reply;
+            }
+        }
+        Step::Resolve
+    }
+
+    /// Starts a background refresh when a hit falls in the last tenth of
+    /// its TTL (Unbound's `prefetch`), once per entry.
+    fn maybe_prefetch(self: &Arc<Self>, q: &Query<'_>, e: &Entry, now: Instant) {
+        if !self.cache.config().prefetch || e.rcode != 0 || e.ttl < 10 {
+            return;
+        }
+        if e.remaining(now) as u64 * 10 > e.ttl as u64 {
+            return;
+        }
+        if e.prefetch_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(name) = wire_to_name(q.name_wire()) {
+            Metrics::inc(&self.metrics.prefetches);
+            drop(self.resolve_coalesced(q.key(), name, RecordType::from(q.qtype)));
+        }
+    }
+
+    fn local_answer(&self, zones: &LocalZones, q: &Query<'_>, client: IpAddr) -> Option<Sections> {
+        let name = wire_to_name(q.name_wire())?;
+        let info = ClientInfo {
+            addr: client,
+            ecs: q.edns.and_then(|e| e.ecs).map(|c| ClientSubnet {
+                addr: c.addr,
+                source_prefix: c.source_prefix,
+            }),
+        };
+        let za = zones.lookup(&name, RecordType::from(q.qtype), &info)?;
+        Some(Sections {
+            rcode: u16::from(za.rcode) & 0xf,
+            authoritative: true,
+            answer: za.answer,
+            authority: za.authority,
+            additional: za.additional,
+            ede: None,
+            ecs_scope: za.ecs_scope,
+        })
+    }
+
+    /// The slow path: resolution shared with identical concurrent queries,
+    /// serve-stale when it fails or is slow. `out` gets the reply, or stays
+    /// empty when the packet turns out not to deserve one.
+    pub async fn answer_resolved(self: &Arc<Self>, pkt: &[u8], t: Transport, out: &mut Vec<u8>) {
+        out.clear();
+        let started = Instant::now();
+        let Ok(q) = Query::parse(pkt) else { return };
+        let qtype = RecordType::from(q.qtype);
+        let Some(qname) = wire_to_name(q.name_wire()) else {
+            write_error(
+                pkt,
+                rcode::FORMERR,
+                12 + q.question.len(),
+                q.edns,
+                self.cfg.udp_payload_size,
+                out,
+            );
+            return;
+        };
+        Metrics::inc(&self.metrics.misses);
+        if let Some(soa) = self.cache.nxdomain_cut(&qname) {
+            let s = Sections {
+                rcode: rcode::NXDOMAIN,
+                authority: vec![soa],
+                ..Sections::default()
+            };
+            if let Ok(a) = WireAnswer::encode(&qname, qtype, s) {
+                a.write_reply(&q, Instant::now(), self.context(&q, t, false), out);
+                return;
+            }
+        }
+        let stale = if self.cache.config().serve_stale {
+            self.cache
+                .get(q.key())
+                .filter(|e| e.rcode != rcode::SERVFAIL)
+        } else {
+            None
+        };
+        let rx = self.resolve_coalesced(q.key(), qname.clone(), qtype);
+        let deadline = self.cfg.query_deadline + Duration::from_millis(500);
+        let entry = match &stale {
+            Some(st) => {
+                let wait = self.cache.config().stale_answer_timeout.0;
+                match tokio::time::timeout(wait, rx).await {
+                    Ok(Ok(fresh)) if fresh.rcode != rcode::SERVFAIL => Ok(fresh),
+                    _ => Err(st.clone()),
+                }
+            }
+            None => match tokio::time::timeout(deadline, rx).await {
+                Ok(Ok(fresh)) => Ok(fresh),
+                _ => Ok(self.servfail(&qname, qtype)),
+            },
+        };
+        let now = Instant::now();
+        match entry {
+            Ok(e) => {
+                if e.rcode == rcode::SERVFAIL {
+                    Metrics::inc(&self.metrics.servfails);
+                }
+                e.write_reply(&q, now, self.context(&q, t, false), out);
+            }
+            Err(st) => {
+                Metrics::inc(&self.metrics.stale_served);
+                st.write_reply(&q, now, self.context(&q, t, true), out);
+            }
+        }
+        self.metrics.observe(started.elapsed());
+    }
+
+    fn servfail(&self, qname: &Name, qtype: RecordType) -> Entry {
+        let s = Sections::error(
+            rcode::SERVFAIL,
+            Some(Ede {
+                code: 22,
+                text: "resolution timed out".into(),
+            }),
+        );
+        Arc::new(
+            WireAnswer::encode(qname, qtype, s)
+                .unwrap_or_else(|_| WireAnswer::bare(rcode::SERVFAIL)),
+        )
+    }
+
+    /// Joins the resolution in progress for `key`, or starts one in its own
+    /// task (so it finishes and fills the cache even if every waiter leaves).
+    pub fn resolve_coalesced(
+        self: &Arc<Self>,
+        key: &[u8],
+        qname: Name,
+        qtype: RecordType,
+    ) -> oneshot::Receiver<Entry> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(waiters) = map.get_mut(key) {
+                waiters.push(tx);
+                return rx;
+            }
+            map.insert(key.into(), vec![tx]);
+        }
+        let this = self.clone();
+        let key: Box<[u8]> = key.into();
+        tokio::spawn(async move {
+            let s = this.resolver.resolve(qname.clone(), qtype).await;
+            let entry = this
+                .cache
+                .store(&key, &qname, qtype, s)
+                .unwrap_or_else(|| this.servfail(&qname, qtype));
+            let waiters = {
+                let mut map = this.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                map.remove(&key).unwrap_or_default()
+            };
+            for w in waiters {
+                let _ = w.send(entry.clone());
+            }
+        });
+        rx
+    }
+
+    /// Replaces the local zones (SIGHUP reload).
+    pub fn set_zones(&self, zones: Arc<LocalZones>) {
+        self.zones.store(zones);
+    }
+
+    /// `stats` text for the control socket.
+    pub fn stats(&self) -> String {
+        let (entries, bytes) = self.cache.usage();
+        self.metrics.render(entries, bytes)
+    }
+}
+
+/// Decodes an uncompressed wire name (as kept in a query key).
+pub fn wire_to_name(wire: &[u8]) -> Option<Name> {
+    let mut d = BinDecoder::new(wire);
+    Name::read(&mut d).ok()
+}
+
+impl From<ResponseCode> for Sections {
+    fn from(r: ResponseCode) -> Sections {
+        Sections::error(u16::from(r) & 0xf, None)
+    }
+}

@@ -1,0 +1,19 @@
+//! resolvd: a recursive caching DNS resolver with local load-balanced and
+//! geo-routed zones.
+//!
+//! Data flows one way: [`listener`] → [`wire::query`] → [`handler`] (local
+//! [`zones`], [`cache`]) → [`resolve`] (iterate → upstream) → cache →
+//! [`wire::answer`] → listener.
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod handler;
+pub mod listener;
+pub mod metrics;
+pub mod resolve;
+pub mod root_hints;
+pub mod wire;
+pub mod zones;

@@ -1,0 +1,243 @@
+//! The `resolvd` binary: CLI, configuration, runtime, signals. Everything
+//! else lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use resolvd::config::Config;
+use resolvd::daemon::Daemon;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A recursive caching DNS resolver with load-balanced, geo-routed local zones.
+#[derive(Parser, Debug)]
+#[command(name = "resolvd", version, about)]
+struct Cli {
+    /// Configuration file (TOML); without it the embedded defaults are used.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (UDP and TCP); repeatable; replaces [server] listen.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Root hints file (named.root format); replaces [resolver] root_hints.
+    #[arg(long, value_name = "FILE")]
+    root_hints: Option<PathBuf>,
+    /// Worker threads; replaces [server] threads.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a configuration file; prints every error with its line.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Talk to a running daemon through its control socket.
+    Control {
+        /// Control socket path (default: the configured one).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ControlAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ControlAction {
+    /// Print counters and cache statistics.
+    Stats,
+    /// Remove cached answers: all, one name, or a name and everything below.
+    Flush {
+        /// Name to flush; all when absent.
+        name: Option<String>,
+        /// Also flush every name below NAME.
+        #[arg(long)]
+        subtree: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => check_config(file),
+        Some(Command::Control { socket, action }) => match control(&cli, socket.clone(), action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("resolvd: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        None => run(&cli),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(cfg) => {
+            if let Err(e) =
+                resolvd::zones::LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir)
+            {
+                for err in e {
+                    eprintln!("{}: {err}", file.display());
+                }
+                return ExitCode::from(1);
+            }
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the file (or the defaults) and applies command-line overrides.
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p).map_err(|errs| {
+            for e in errs {
+                eprintln!("resolvd: {e}");
+            }
+            ExitCode::from(2)
+        })?,
+        None => Config::embedded_default(),
+    };
+    if !cli.listen.is_empty() {
+        cfg.server.listen = cli.listen.clone();
+    }
+    if let Some(h) = &cli.root_hints {
+        // Relative to the working directory, as a user typing it expects.
+        cfg.resolver.root_hints = Some(std::path::absolute(h).unwrap_or_else(|_| h.clone()));
+    }
+    if let Some(t) = cli.threads {
+        cfg.server.threads = t;
+    }
+    Ok(cfg)
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("resolvd: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(serve(cli, cfg))
+}
+
+async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let daemon = match Daemon::start(&cfg).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("resolvd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for a in daemon.local_addrs() {
+        tracing::info!("listening on {a} (udp, tcp)");
+    }
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("resolvd: cannot install signal handlers");
+        return ExitCode::from(1);
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(cli, &daemon),
+        }
+    }
+    tracing::info!("shutting down");
+    daemon.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP: re-read the file and swap zones; a bad file changes nothing.
+fn reload(cli: &Cli, daemon: &Daemon) {
+    let Some(path) = &cli.config else {
+        tracing::warn!("SIGHUP ignored: no --config file to reload");
+        return;
+    };
+    match Config::load(path) {
+        Ok(cfg) => match daemon.reload(&cfg) {
+            Ok(()) => tracing::info!("reloaded {}", path.display()),
+            Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
+        },
+        Err(errs) => {
+            for e in errs {
+                tracing::error!("reload rejected, old configuration kept: {e}");
+            }
+        }
+    }
+}
+
+fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow::Result<()> {
+    let path = match socket {
+        Some(p) => p,
+        None => match &cli.config {
+            Some(c) => {
+                Config::load(c)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}",
+                            e.iter()
+                                .map(|x| x.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    })?
+                    .control
+                    .socket
+            }
+            None => Config::embedded_default().control.socket,
+        },
+    };
+    let line = match action {
+        ControlAction::Stats => "stats".to_string(),
+        ControlAction::Flush { name: None, .. } => "flush".to_string(),
+        ControlAction::Flush {
+            name: Some(n),
+            subtree,
+        } => {
+            format!("flush {n}{}", if *subtree { " subtree" } else { "" })
+        }
+    };
+    let mut s = UnixStream::connect(&path)
+        .with_context(|| format!("cannot connect to control socket {}", path.display()))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    print!("{reply}");
+    if reply.starts_with("error") {
+        anyhow::bail!("command failed");
+    }
+    Ok(())
+}

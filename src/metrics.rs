@@ -1,0 +1,101 @@
+//! Counters and a latency histogram, shared by every worker through atomics
+//! (relaxed: they are statistics, not synchronisation).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Latency buckets: bucket i holds latencies below 2^i microseconds.
+const BUCKETS: usize = 32;
+
+/// Every counter `resolvd control stats` prints.
+#[derive(Default)]
+pub struct Metrics {
+    /// Queries read (answered or not).
+    pub queries: AtomicU64,
+    /// Answered from the cache, live.
+    pub hits: AtomicU64,
+    /// Needed resolution.
+    pub misses: AtomicU64,
+    /// Answered by local zones.
+    pub local: AtomicU64,
+    /// Prefetches started.
+    pub prefetches: AtomicU64,
+    /// Stale answers served.
+    pub stale_served: AtomicU64,
+    /// SERVFAIL replies sent.
+    pub servfails: AtomicU64,
+    /// Queries refused by the access list.
+    pub refused: AtomicU64,
+    /// Malformed queries answered FORMERR/NOTIMP or dropped.
+    pub malformed: AtomicU64,
+    /// Upstream queries sent by the iterator.
+    pub upstream_queries: AtomicU64,
+    latency: [AtomicU64; BUCKETS],
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    #[inline]
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Records how long a query took from read to reply.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let b = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
+        if let Some(c) = self.latency.get(b) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Upper bound (µs) of the bucket holding quantile `q` (0..1).
+    pub fn latency_quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return 1u64 << i;
+            }
+        }
+        1u64 << (BUCKETS - 1)
+    }
+
+    /// Renders `key value` lines.
+    pub fn render(&self, entries: u64, bytes: u64) -> String {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        let hits = g(&self.hits);
+        let misses = g(&self.misses);
+        let ratio = if hits + misses == 0 {
+            0.0
+        } else {
+            hits as f64 / (hits + misses) as f64
+        };
+        format!(
+            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\nupstream_queries {}\nlatency_p50_us {}\nlatency_p90_us {}\nlatency_p99_us {}\n",
+            g(&self.queries),
+            hits,
+            misses,
+            ratio,
+            g(&self.local),
+            entries,
+            bytes,
+            g(&self.prefetches),
+            g(&self.stale_served),
+            g(&self.servfails),
+            g(&self.refused),
+            g(&self.malformed),
+            g(&self.upstream_queries),
+            self.latency_quantile(0.5),
+            self.latency_quantile(0.9),
+            self.latency_quantile(0.99),
+        )
+    }
+}

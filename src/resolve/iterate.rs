@@ -1,0 +1,642 @@
+//! The iterative walk (RFC 1034 §5.3.3): from the deepest known zone cut
+//! down through referrals to the authoritative servers, following CNAME and
+//! DNAME (RFC 6672) across zones.
+//!
+//! - Root priming (RFC 8109) from the hints, re-done when the root NS set
+//!   expires; if it fails the hints are used and priming retried later.
+//! - QNAME minimisation (RFC 9156 §3), with the relaxed fallback: when a
+//!   minimised query gets NXDOMAIN or an error, the full name is sent.
+//! - Bailiwick: only records at or below the zone the server was asked
+//!   about are used or stored; glue only when under the delegating zone.
+//! - Budgets against NXNSAttack (CVE-2020-12662) and tsuNAME loops: upstream
+//!   queries per client query, referral depth, glueless NS names resolved
+//!   per delegation, nesting of those resolutions, CNAME links, deadline.
+
+use super::servers::{Policy, ServerStats};
+use super::store::{Delegation, Rank, Store};
+use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
+use super::{BoxFuture, Resolve};
+use crate::config::ResolverConfig;
+use crate::metrics::Metrics;
+use crate::root_hints::RootHints;
+use crate::wire::answer::{Ede, Sections};
+use crate::wire::query::rcode;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// RR type code of DNAME, which hickory 0.24 only knows as Unknown(39).
+const DNAME: u16 = 39;
+
+/// Why a resolution gave up; each maps to SERVFAIL with an EDE.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// A budget was exceeded.
+    #[error("{0} budget exhausted")]
+    Budget(&'static str),
+    /// No server of a zone gave a usable answer.
+    #[error("no reachable authority for {0}")]
+    NoAuthority(Name),
+    /// The CNAME chain loops or is too long.
+    #[error("CNAME chain loops or exceeds the limit at {0}")]
+    CnameChain(Name),
+}
+
+impl ResolveError {
+    fn ede(&self) -> Ede {
+        let code = match self {
+            ResolveError::NoAuthority(_) => 22,
+            ResolveError::Budget(_) | ResolveError::CnameChain(_) => 0,
+        };
+        Ede {
+            code,
+            text: self.to_string(),
+        }
+    }
+}
+
+/// Limits that apply to one client query, shared by its nested lookups.
+struct Budget {
+    queries: AtomicU32,
+    max_queries: u32,
+}
+
+impl Budget {
+    fn spend(&self) -> Result<(), ResolveError> {
+        if self.queries.fetch_add(1, Ordering::Relaxed) >= self.max_queries {
+            return Err(ResolveError::Budget("upstream query"));
+        }
+        Ok(())
+    }
+}
+
+/// What one server said about one question, after bailiwick filtering.
+enum Outcome {
+    /// Records for the name (possibly a CNAME/DNAME chain).
+    Answer(Vec<Record>),
+    /// The name or type does not exist; SOA (if any) for the authority.
+    Negative { rcode: u16, soa: Vec<Record> },
+    /// Go down to `child`.
+    Referral(Delegation),
+}
+
+/// The iterative resolver.
+pub struct Iterator {
+    cfg: ResolverConfig,
+    hints: RootHints,
+    store: Store,
+    servers: ServerStats,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    /// When priming last failed; retried after `priming_retry`.
+    priming_failed_at: Mutex<Option<Instant>>,
+}
+
+impl Iterator {
+    /// A resolver seeded with `hints`.
+    pub fn new(cfg: ResolverConfig, hints: RootHints, metrics: Arc<Metrics>) -> Iterator {
+        let servers = ServerStats::new(Policy {
+            initial_timeout: cfg.initial_timeout.0,
+            max_timeout: cfg.max_timeout.0,
+            hold_down: cfg.server_hold_down.0,
+        });
+        let upstream = Upstream::new(UpstreamConfig {
+            port: cfg.upstream_port,
+            edns_payload: cfg.edns_payload,
+            query_loopback: cfg.query_loopback,
+        });
+        Iterator {
+            store: Store::new(200_000, 86_400),
+            cfg,
+            hints,
+            servers,
+            upstream,
+            metrics,
+            priming_failed_at: Mutex::new(None),
+        }
+    }
+
+    /// Forgets learned RRsets and delegations.
+    pub fn flush(&self) {
+        self.store.clear();
+    }
+
+    async fn run(&self, qname: Name, qtype: RecordType) -> Sections {
+        let budget = Budget {
+            queries: AtomicU32::new(0),
+            max_queries: self.cfg.max_upstream_queries,
+        };
+        let deadline = self.cfg.query_deadline.0;
+        match tokio::time::timeout(deadline, self.resolve_name(&qname, qtype, &budget, 0)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%qname, ?qtype, error = %e, "resolution failed");
+                Sections::error(rcode::SERVFAIL, Some(e.ede()))
+            }
+            Err(_) => Sections::error(
+                rcode::SERVFAIL,
+                Some(Ede {
+                    code: 22,
+                    text: format!("no answer within {} ms", deadline.as_millis()),
+                }),
+            ),
+        }
+    }
+
+    /// Resolves a name fully: CNAME/DNAME chains across zones included.
+    fn resolve_name<'a>(
+        &'a self,
+        qname: &'a Name,
+        qtype: RecordType,
+        budget: &'a Budget,
+        depth: u32,
+    ) -> BoxFuture<'a, Result<Sections, ResolveError>> {
+        Box::pin(async move {
+            let mut chain: Vec<Record> = Vec::new();
+            let mut current = qname.clone();
+            let mut seen = vec![current.to_lowercase()];
+            for _ in 0..=self.cfg.max_cname_chain {
+                // Known authoritative data first: the tail of a cached chain
+                // needs no upstream query.
+                if let Some(rs) = self.store.get(&current, qtype, Rank::NonAuthAnswer) {
+                    chain.extend(rs);
+                    return Ok(answer(chain));
+                }
+                if qtype != RecordType::CNAME {
+                    if let Some(rs) =
+                        self.store
+                            .get(&current, RecordType::CNAME, Rank::NonAuthAnswer)
+                    {
+                        let target = rs.iter().find_map(cname_target);
+                        chain.extend(rs);
+                        let Some(t) = target else {
+                            return Ok(answer(chain));
+                        };
+                        current = next_link(&mut seen, t)?;
+                        continue;
+                    }
+                }
+                match self.lookup(&current, qtype, budget, depth).await? {
+                    Outcome::Answer(records) => {
+                        let (used, end, complete) = follow_chain(&records, &current, qtype);
+                        chain.extend(used);
+                        if complete || end == current {
+                            return Ok(answer(chain));
+                        }
+                        current = next_link(&mut seen, end)?;
+                    }
+                    Outcome::Negative { rcode, soa } => {
+                        // RFC 6604: the RCODE is that of the last name.
+                        return Ok(Sections {
+                            rcode,
+                            answer: chain,
+                            authority: soa,
+                            ..Sections::default()
+                        });
+                    }
+                    Outcome::Referral(_) => return Err(ResolveError::NoAuthority(current)),
+                }
+            }
+            Err(ResolveError::CnameChain(current))
+        })
+    }
+
+    /// Walks down to the zone holding `name` and returns what it says.
+    async fn lookup(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        budget: &Budget,
+        depth: u32,
+    ) -> Result<Outcome, ResolveError> {
+        let mut cut = self.deepest_cut(name, budget).await;
+        let full = name.num_labels() as usize;
+        let mut minimise = self.cfg.qname_minimisation;
+        let mut labels = cut.zone.num_labels() as usize + 1;
+        let mut referrals = 0u32;
+        loop {
+            let (sname, stype) = if minimise && labels < full {
+                // RFC 9156 §3: ask for A at the next label; an NS query
+                // would look odd to some middleboxes and return less.
+                (name.trim_to(labels), RecordType::A)
+            } else {
+                (name.clone(), qtype)
+            };
+            let minimised = sname.num_labels() as usize != full;
+            let result = self.query_zone(&cut, &sname, stype, budget, depth).await;
+            let outcome = match result {
+                Ok(o) => o,
+                Err(ResolveError::NoAuthority(_)) if minimised => {
+                    // Relaxed fallback: a server that chokes on the
+                    // minimised name may still answer the real question.
+                    minimise = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match outcome {
+                Outcome::Referral(child) => {
+                    referrals += 1;
+                    if referrals > self.cfg.max_referral_depth {
+                        return Err(ResolveError::Budget("referral depth"));
+                    }
+                    labels = child.zone.num_labels() as usize + 1;
+                    cut = child;
+                }
+                Outcome::Negative { rcode: r, .. } if minimised && r == rcode::NXDOMAIN => {
+                    // Some servers say NXDOMAIN for empty non-terminals;
+                    // ask the full question rather than trust it.
+                    minimise = false;
+                }
+                _ if minimised => labels += 1,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The deepest zone cut we know for `name`, priming the root if needed.
+    async fn deepest_cut(&self, name: &Name, budget: &Budget) -> Delegation {
+        if let Some(d) = self.store.deepest_cut(name) {
+            return d;
+        }
+        self.prime(budget).await;
+        self.store
+            .deepest_cut(name)
+            .unwrap_or_else(|| self.hint_delegation())
+    }
+
+    fn hint_delegation(&self) -> Delegation {
+        Delegation {
+            zone: Name::root(),
+            ns: self.hints.servers.iter().map(|(n, _)| n.clone()).collect(),
+        }
+    }
+
+    fn hint_addresses(&self) -> Vec<IpAddr> {
+        self.hints.addresses().collect()
+    }
+
+    /// RFC 8109: ask a hint server for the root NS set and store it (with
+    /// addresses) so later walks start from real data.
+    async fn prime(&self, budget: &Budget) {
+        {
+            let failed = self.priming_failed_at.lock().map(|g| *g).unwrap_or(None);
+            if failed.is_some_and(|t| t.elapsed() < self.cfg.priming_retry.0) {
+                return;
+            }
+        }
+        let root = Name::root();
+        let mut addrs = self.hint_addresses();
+        self.servers.order(&mut addrs, &root);
+        for (attempt, ip) in addrs.iter().take(4).enumerate() {
+            if budget.spend().is_err() {
+                break;
+            }
+            let t = self.servers.timeout(*ip, attempt as u32 / 2);
+            Metrics::inc(&self.metrics.upstream_queries);
+            match self.upstream.exchange(*ip, &root, RecordType::NS, t).await {
+                Ok(r) => {
+                    self.servers.record_rtt(*ip, r.rtt);
+                    let ns: Vec<Record> = r
+                        .msg
+                        .answers()
+                        .iter()
+                        .filter(|x| x.name().is_root() && x.record_type() == RecordType::NS)
+                        .cloned()
+                        .collect();
+                    if r.msg.response_code() == ResponseCode::NoError && !ns.is_empty() {
+                        self.store.put(ns, Rank::AuthAnswer);
+                        let glue: Vec<Record> = r
+                            .msg
+                            .additionals()
+                            .iter()
+                            .filter(|x| is_addr(x))
+                            .cloned()
+                            .collect();
+                        self.store.put_all(&glue, Rank::Glue);
+                        if let Ok(mut g) = self.priming_failed_at.lock() {
+                            *g = None;
+                        }
+                        return;
+                    }
+                    self.servers.mark_lame(*ip, &root);
+                }
+                Err(ExchangeError::Timeout) => self.servers.record_timeout(*ip, t),
+                Err(_) => self.servers.mark_dead(*ip),
+            }
+        }
+        tracing::warn!("root priming failed; using root hints");
+        if let Ok(mut g) = self.priming_failed_at.lock() {
+            *g = Some(Instant::now());
+        }
+    }
+
+    /// Addresses for a zone's servers: known ones (glue, earlier answers),
+    /// else glueless NS names resolved, a bounded number of them.
+    async fn addresses(
+        &self,
+        cut: &Delegation,
+        budget: &Budget,
+        depth: u32,
+    ) -> Result<Vec<IpAddr>, ResolveError> {
+        let mut addrs: Vec<IpAddr> = cut
+            .ns
+            .iter()
+            .flat_map(|n| self.store.addresses(n))
+            .collect();
+        if cut.zone.is_root() && addrs.is_empty() {
+            addrs = self.hint_addresses();
+        }
+        addrs.retain(|ip| self.upstream.allowed(*ip));
+        if !addrs.is_empty() {
+            return Ok(addrs);
+        }
+        if depth >= self.cfg.max_nested_depth {
+            return Err(ResolveError::Budget("nested resolution depth"));
+        }
+        let mut tried = 0;
+        for ns in &cut.ns {
+            // An NS inside the zone it serves, without glue, cannot be
+            // reached through that zone: skip it rather than loop.
+            if cut.zone.zone_of(ns) {
+                continue;
+            }
+            if tried >= self.cfg.max_ns_resolutions {
+                break;
+            }
+            tried += 1;
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Ok(s) = self.resolve_name(ns, t, budget, depth + 1).await {
+                    addrs.extend(s.answer.iter().filter_map(record_addr));
+                }
+                if !addrs.is_empty() {
+                    break;
+                }
+            }
+            addrs.retain(|ip| self.upstream.allowed(*ip));
+            if !addrs.is_empty() {
+                break;
+            }
+        }
+        if addrs.is_empty() {
+            return Err(ResolveError::NoAuthority(cut.zone.clone()));
+        }
+        Ok(addrs)
+    }
+
+    /// Asks the servers of `cut` until one gives a usable reply.
+    async fn query_zone(
+        &self,
+        cut: &Delegation,
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+        depth: u32,
+    ) -> Result<Outcome, ResolveError> {
+        let mut addrs = self.addresses(cut, budget, depth).await?;
+        self.servers.order(&mut addrs, &cut.zone);
+        // Two rounds over the servers, the second with doubled timeouts.
+        let tries = (addrs.len() * 2).min(8);
+        for attempt in 0..tries {
+            let Some(&ip) = addrs.get(attempt % addrs.len()) else {
+                break;
+            };
+            budget.spend()?;
+            Metrics::inc(&self.metrics.upstream_queries);
+            let t = self.servers.timeout(ip, (attempt / addrs.len()) as u32);
+            let reply = match self.upstream.exchange(ip, sname, stype, t).await {
+                Ok(r) => r,
+                Err(ExchangeError::Timeout) => {
+                    self.servers.record_timeout(ip, t);
+                    continue;
+                }
+                Err(_) => {
+                    self.servers.mark_dead(ip);
+                    continue;
+                }
+            };
+            self.servers.record_rtt(ip, reply.rtt);
+            match self.classify(&reply.msg, cut, sname, stype) {
+                Some(o) => return Ok(o),
+                None => {
+                    tracing::debug!(%ip, zone = %cut.zone, %sname, "lame reply");
+                    self.servers.mark_lame(ip, &cut.zone);
+                }
+            }
+        }
+        Err(ResolveError::NoAuthority(cut.zone.clone()))
+    }
+
+    /// Turns a reply into an [`Outcome`], storing what it teaches. None
+    /// means the server is lame for this zone (bad RCODE, a referral that
+    /// does not go down, a non-authoritative empty reply).
+    fn classify(
+        &self,
+        msg: &Message,
+        cut: &Delegation,
+        sname: &Name,
+        stype: RecordType,
+    ) -> Option<Outcome> {
+        let zone = &cut.zone;
+        let inside = |r: &&Record| r.dns_class() == DNSClass::IN && zone.zone_of(r.name());
+        let rc = msg.response_code();
+        if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
+            return None;
+        }
+        let answers: Vec<Record> = msg.answers().iter().filter(inside).cloned().collect();
+        let soa: Vec<Record> = msg
+            .name_servers()
+            .iter()
+            .filter(inside)
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .cloned()
+            .collect();
+        let rank = if msg.authoritative() {
+            Rank::AuthAnswer
+        } else {
+            Rank::NonAuthAnswer
+        };
+        if !answers.is_empty() {
+            let (used, _, _) = follow_chain(&answers, sname, stype);
+            if !used.is_empty() {
+                self.store.put_all(&used, rank);
+                if rc == ResponseCode::NXDomain {
+                    return Some(Outcome::Negative {
+                        rcode: rcode::NXDOMAIN,
+                        soa,
+                    });
+                }
+                return Some(Outcome::Answer(used));
+            }
+        }
+        if rc == ResponseCode::NXDomain {
+            return Some(Outcome::Negative {
+                rcode: rcode::NXDOMAIN,
+                soa,
+            });
+        }
+        let ns: Vec<Record> = msg
+            .name_servers()
+            .iter()
+            .filter(inside)
+            .filter(|r| r.record_type() == RecordType::NS)
+            .cloned()
+            .collect();
+        if let Some(first) = ns.first() {
+            let child = first.name().to_lowercase();
+            let goes_down = child != *zone && zone.zone_of(&child) && child.zone_of(sname);
+            if !msg.authoritative() || child != *zone {
+                if !goes_down {
+                    return None;
+                }
+                let ns: Vec<Record> = ns
+                    .into_iter()
+                    .filter(|r| r.name().to_lowercase() == child)
+                    .collect();
+                let names: Vec<Name> = ns
+                    .iter()
+                    .filter_map(|r| match r.data() {
+                        Some(RData::NS(n)) => Some(n.0.to_lowercase()),
+                        _ => None,
+                    })
+                    .collect();
+                // Glue is only believed under the delegating zone.
+                let glue: Vec<Record> = msg
+                    .additionals()
+                    .iter()
+                    .filter(inside)
+                    .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name().to_lowercase()))
+                    .cloned()
+                    .collect();
+                self.store.put(ns, Rank::Referral);
+                for n in &names {
+                    let g: Vec<Record> = glue
+                        .iter()
+                        .filter(|r| r.name().to_lowercase() == *n)
+                        .cloned()
+                        .collect();
+                    self.store.put_all(&g, Rank::Glue);
+                }
+                return Some(Outcome::Referral(Delegation {
+                    zone: child,
+                    ns: names,
+                }));
+            }
+        }
+        if msg.authoritative() || !soa.is_empty() {
+            return Some(Outcome::Negative { rcode: 0, soa });
+        }
+        None
+    }
+}
+
+impl Resolve for Iterator {
+    fn resolve(&self, qname: Name, qtype: RecordType) -> BoxFuture<'_, Sections> {
+        Box::pin(self.run(qname, qtype))
+    }
+}
+
+fn answer(chain: Vec<Record>) -> Sections {
+    Sections {
+        rcode: 0,
+        answer: chain,
+        ..Sections::default()
+    }
+}
+
+fn next_link(seen: &mut Vec<Name>, target: Name) -> Result<Name, ResolveError> {
+    let t = target.to_lowercase();
+    if seen.contains(&t) {
+        return Err(ResolveError::CnameChain(target));
+    }
+    seen.push(t);
+    Ok(target)
+}
+
+fn is_addr(r: &Record) -> bool {
+    matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+}
+
+fn record_addr(r: &Record) -> Option<IpAddr> {
+    match r.data() {
+        Some(RData::A(a)) => Some(IpAddr::V4(a.0)),
+        Some(RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
+        _ => None,
+    }
+}
+
+fn cname_target(r: &Record) -> Option<Name> {
+    match r.data() {
+        Some(RData::CNAME(c)) => Some(c.0.clone()),
+        _ => None,
+    }
+}
+
+/// The target of a DNAME record (RFC 6672 §2.1: never compressed).
+fn dname_target(r: &Record) -> Option<Name> {
+    match r.data() {
+        Some(RData::Unknown { code, rdata }) if u16::from(*code) == DNAME => {
+            Name::read(&mut BinDecoder::new(rdata.anything())).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Follows a chain inside one reply from `start`: returns the records on
+/// the chain (CNAME, DNAME with a synthesised CNAME, final RRset), where it
+/// ends, and whether it ended at data of `qtype`.
+fn follow_chain(records: &[Record], start: &Name, qtype: RecordType) -> (Vec<Record>, Name, bool) {
+    let mut used = Vec::new();
+    let mut cur = start.clone();
+    for _ in 0..16 {
+        let here: Vec<&Record> = records.iter().filter(|r| r.name() == &cur).collect();
+        let data: Vec<Record> = here
+            .iter()
+            .filter(|r| r.record_type() == qtype || qtype == RecordType::ANY)
+            .map(|r| (*r).clone())
+            .collect();
+        if !data.is_empty() {
+            used.extend(data);
+            return (used, cur, true);
+        }
+        if let Some(c) = here.iter().find(|r| r.record_type() == RecordType::CNAME) {
+            let Some(t) = cname_target(c) else { break };
+            used.push((*c).clone());
+            if used.iter().filter(|r| r.name() == &t).count() > 0 {
+                break;
+            }
+            cur = t;
+            continue;
+        }
+        // DNAME at a proper ancestor: synthesise the CNAME (RFC 6672 §3.1).
+        let dname = records.iter().find(|r| {
+            u16::from(r.record_type()) == DNAME && r.name() != &cur && r.name().zone_of(&cur)
+        });
+        if let Some(d) = dname {
+            let Some(target) = dname_target(d) else { break };
+            let keep = cur.num_labels() as usize - d.name().num_labels() as usize;
+            let prefix: Vec<Vec<u8>> = cur.iter().take(keep).map(|l| l.to_vec()).collect();
+            let Ok(new) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
+                break;
+            };
+            if !used.iter().any(|r| r == d) {
+                used.push(d.clone());
+            }
+            let mut cname = Record::from_rdata(
+                cur.clone(),
+                d.ttl(),
+                RData::CNAME(hickory_proto::rr::rdata::CNAME(new.clone())),
+            );
+            cname.set_dns_class(DNSClass::IN);
+            used.push(cname);
+            cur = new;
+            continue;
+        }
+        break;
+    }
+    (used, cur, false)
+}

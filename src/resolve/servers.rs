@@ -1,0 +1,163 @@
+//! The infra cache: what we know about each upstream server address.
+//!
+//! Smoothed RTT and variance as TCP does (RFC 6298 §2, the same estimator
+//! Unbound uses for server selection), timeouts derived from them with
+//! exponential backoff, and hold-down marks for servers that do not answer
+//! (dead) or answer badly for a zone (lame).
+
+use hickory_proto::rr::Name;
+use rand::Rng;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct Info {
+    srtt_ms: Option<f64>,
+    rttvar_ms: f64,
+    timeouts_in_row: u32,
+    dead_until: Option<Instant>,
+    lame: Vec<(Name, Instant)>,
+}
+
+/// Timeout and selection policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Timeout for a server never measured.
+    pub initial_timeout: Duration,
+    /// Timeout ceiling.
+    pub max_timeout: Duration,
+    /// How long dead/lame marks last.
+    pub hold_down: Duration,
+}
+
+/// Consecutive timeouts after which a server is held down as dead.
+const DEAD_AFTER_TIMEOUTS: u32 = 3;
+/// Chance of trying a server out of RTT order, so a server that was slow
+/// once gets re-measured.
+const PROBE_CHANCE: f64 = 0.05;
+
+/// Per-address server statistics.
+pub struct ServerStats {
+    map: Mutex<HashMap<IpAddr, Info>>,
+    policy: Policy,
+}
+
+impl ServerStats {
+    /// Empty statistics.
+    pub fn new(policy: Policy) -> ServerStats {
+        ServerStats {
+            map: Mutex::new(HashMap::new()),
+            policy,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<IpAddr, Info>) -> T) -> T {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut m)
+    }
+
+    /// Orders candidate addresses for `zone`: usable ones by smoothed RTT
+    /// (unmeasured first, so every server gets measured), held-down ones
+    /// last (still tried when nothing else is left).
+    pub fn order(&self, addrs: &mut Vec<IpAddr>, zone: &Name) {
+        let now = Instant::now();
+        addrs.sort();
+        addrs.dedup();
+        let keyed: Vec<(bool, f64, IpAddr)> = self.with(|m| {
+            addrs
+                .iter()
+                .map(|ip| match m.get(ip) {
+                    None => (false, 0.0, *ip),
+                    Some(i) => {
+                        let down = i.dead_until.is_some_and(|t| t > now)
+                            || i.lame.iter().any(|(z, t)| z == zone && *t > now);
+                        (down, i.srtt_ms.unwrap_or(0.0), *ip)
+                    }
+                })
+                .collect()
+        });
+        let mut keyed = keyed;
+        // Equal RTTs (e.g. all unmeasured) are shuffled so load spreads.
+        let mut rng = rand::thread_rng();
+        keyed.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        let mut out: Vec<IpAddr> = keyed.iter().map(|k| k.2).collect();
+        let usable = keyed.iter().filter(|k| !k.0).count();
+        if usable > 1 && rng.gen_bool(PROBE_CHANCE) {
+            let j = rng.gen_range(1..usable);
+            out.swap(0, j);
+        }
+        *addrs = out;
+    }
+
+    /// The per-try timeout for `ip` on the `attempt`-th round (0-based).
+    pub fn timeout(&self, ip: IpAddr, attempt: u32) -> Duration {
+        let p = self.policy;
+        let base = self.with(|m| {
+            m.get(&ip).and_then(|i| {
+                i.srtt_ms
+                    .map(|s| Duration::from_micros(((s + 4.0 * i.rttvar_ms) * 1000.0) as u64))
+            })
+        });
+        let base = base
+            .map(|b| b.clamp(Duration::from_millis(50), p.max_timeout))
+            .unwrap_or(p.initial_timeout);
+        (base * 2u32.saturating_pow(attempt.min(8))).min(p.max_timeout)
+    }
+
+    /// A reply arrived after `rtt`.
+    pub fn record_rtt(&self, ip: IpAddr, rtt: Duration) {
+        let r = rtt.as_secs_f64() * 1000.0;
+        self.with(|m| {
+            let i = m.entry(ip).or_default();
+            match i.srtt_ms {
+                None => {
+                    i.srtt_ms = Some(r);
+                    i.rttvar_ms = r / 2.0;
+                }
+                Some(s) => {
+                    i.rttvar_ms = 0.75 * i.rttvar_ms + 0.25 * (s - r).abs();
+                    i.srtt_ms = Some(0.875 * s + 0.125 * r);
+                }
+            }
+            i.timeouts_in_row = 0;
+            i.dead_until = None;
+        });
+    }
+
+    /// No reply within the timeout.
+    pub fn record_timeout(&self, ip: IpAddr, waited: Duration) {
+        let hold = self.policy.hold_down;
+        self.with(|m| {
+            let i = m.entry(ip).or_default();
+            // Push it behind servers that do answer.
+            let w = waited.as_secs_f64() * 1000.0;
+            i.srtt_ms = Some(i.srtt_ms.map_or(w, |s| s.max(w)));
+            i.timeouts_in_row += 1;
+            if i.timeouts_in_row >= DEAD_AFTER_TIMEOUTS {
+                i.dead_until = Some(Instant::now() + hold);
+            }
+        });
+    }
+
+    /// Unreachable (ICMP error, no route): dead at once.
+    pub fn mark_dead(&self, ip: IpAddr) {
+        let hold = self.policy.hold_down;
+        self.with(|m| m.entry(ip).or_default().dead_until = Some(Instant::now() + hold));
+    }
+
+    /// Answered badly for `zone` (REFUSED, SERVFAIL, not authoritative).
+    pub fn mark_lame(&self, ip: IpAddr, zone: &Name) {
+        let until = Instant::now() + self.policy.hold_down;
+        let zone = zone.to_lowercase();
+        self.with(|m| {
+            let i = m.entry(ip).or_default();
+            i.lame.retain(|(z, t)| *z != zone && *t > Instant::now());
+            i.lame.push((zone, until));
+        });
+    }
+}

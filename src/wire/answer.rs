@@ -1,0 +1,379 @@
+//! An answer in wire form, ready to be copied into any client's reply.
+//!
+//! Every reply resolvd sends for a question it could read goes through
+//! [`WireAnswer::write_reply`]: fresh resolutions, cache hits, local zones
+//! and failures alike, so there is one place that gets the header, letter
+//! case, TTL aging (RFC 1035 §6.1.2 / RFC 2308 §5), OPT (RFC 6891), EDE
+//! (RFC 8914), ECS scope (RFC 7871 §7.2.1) and truncation right.
+//!
+//! The message is encoded once with its question at offset 12. Because a
+//! client's question has the same wire length as the stored one (same name,
+//! case aside), compression pointers stay valid when the client's question
+//! bytes are pasted over it: a hit is a memcpy plus a few TTL patches.
+
+use super::query::{rcode, Query};
+use super::{skip_name, Cursor, OPT};
+use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// An Extended DNS Error (RFC 8914): info code and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ede {
+    /// INFO-CODE, e.g. 3 Stale Answer, 22 No Reachable Authority.
+    pub code: u16,
+    /// EXTRA-TEXT.
+    pub text: String,
+}
+
+/// A complete answer to one (name, type) question, stored as wire bytes.
+#[derive(Debug)]
+pub struct WireAnswer {
+    /// Header (ID 0) + question + answer/authority/additional, no OPT.
+    msg: Box<[u8]>,
+    /// Offset just past the question.
+    question_end: usize,
+    /// Offset of every record's TTL field.
+    ttl_offsets: Box<[u16]>,
+    /// When the TTLs in `msg` were current.
+    pub stored_at: Instant,
+    /// Lifetime: the smallest TTL in the message (RFC 2181 §5.2, 2308 §5).
+    pub ttl: u32,
+    /// RCODE (4 bits; extended codes are never stored).
+    pub rcode: u16,
+    /// AA flag: set for local zones only.
+    pub authoritative: bool,
+    /// Extended DNS error to attach when the client speaks EDNS.
+    pub ede: Option<Ede>,
+    /// ECS scope prefix to echo, when the answer depended on the subnet.
+    pub ecs_scope: Option<u8>,
+    /// Set once a prefetch for this entry has begun, so a hot entry is
+    /// refreshed once, not once per hit.
+    pub prefetch_started: AtomicBool,
+}
+
+/// How a reply is being sent.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyContext {
+    /// Largest reply allowed: the client's UDP size, or 65535 on TCP.
+    pub limit: usize,
+    /// Our advertised UDP payload size for the OPT record.
+    pub our_payload: u16,
+    /// Serve expired data with TTL 30 and EDE 3 (RFC 8767 §4).
+    pub stale: bool,
+}
+
+/// TTL given to stale answers (RFC 8767 §4 recommends 30 seconds).
+pub const STALE_TTL: u32 = 30;
+
+/// The sections of an answer before encoding.
+#[derive(Debug, Clone, Default)]
+pub struct Sections {
+    /// RCODE.
+    pub rcode: u16,
+    /// AA flag.
+    pub authoritative: bool,
+    /// Answer section.
+    pub answer: Vec<Record>,
+    /// Authority section.
+    pub authority: Vec<Record>,
+    /// Additional section (never OPT).
+    pub additional: Vec<Record>,
+    /// Extended error.
+    pub ede: Option<Ede>,
+    /// ECS scope, for local geo answers.
+    pub ecs_scope: Option<u8>,
+}
+
+impl Sections {
+    /// An answer with no records and this RCODE.
+    pub fn error(rcode: u16, ede: Option<Ede>) -> Sections {
+        Sections {
+            rcode,
+            ede,
+            ..Sections::default()
+        }
+    }
+}
+
+/// Encoding failed: a name or record hickory cannot write.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode answer: {0}")]
+pub struct EncodeError(String);
+
+impl WireAnswer {
+    /// Encodes `s` as the answer to (`qname`, `qtype`), class IN.
+    pub fn encode(qname: &Name, qtype: RecordType, s: Sections) -> Result<WireAnswer, EncodeError> {
+        let mut m = Message::new();
+        m.set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Query)
+            .set_response_code(ResponseCode::from_low(s.rcode as u8))
+            .set_authoritative(s.authoritative);
+        let mut q = HQuery::query(qname.clone(), qtype);
+        q.set_query_class(DNSClass::IN);
+        m.add_query(q);
+        let ttl = s.answer.iter().chain(&s.authority).map(Record::ttl).min();
+        m.insert_answers(s.answer);
+        m.insert_name_servers(s.authority);
+        m.insert_additionals(s.additional);
+        let bytes = m.to_vec().map_err(|e| EncodeError(e.to_string()))?;
+        if bytes.len() > u16::MAX as usize {
+            return Err(EncodeError("message over 65535 bytes".into()));
+        }
+        let (question_end, ttl_offsets) =
+            ttl_offsets(&bytes).ok_or_else(|| EncodeError("unreadable encoding".into()))?;
+        Ok(WireAnswer {
+            msg: bytes.into_boxed_slice(),
+            question_end,
+            ttl_offsets: ttl_offsets.into_boxed_slice(),
+            stored_at: Instant::now(),
+            ttl: ttl.unwrap_or(0),
+            rcode: s.rcode,
+            authoritative: s.authoritative,
+            ede: s.ede,
+            ecs_scope: s.ecs_scope,
+            prefetch_started: AtomicBool::new(false),
+        })
+    }
+
+    /// A header-only answer with no question; cannot fail, so it is the
+    /// last resort when encoding does.
+    pub fn bare(rcode: u16) -> WireAnswer {
+        WireAnswer {
+            msg: vec![0u8; 12].into_boxed_slice(),
+            question_end: 12,
+            ttl_offsets: Box::new([]),
+            stored_at: Instant::now(),
+            ttl: 0,
+            rcode,
+            authoritative: false,
+            ede: None,
+            ecs_scope: None,
+            prefetch_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes held, for the cache's weigher.
+    pub fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.msg.len()
+            + self.ttl_offsets.len() * 2
+            + self.ede.as_ref().map_or(0, |e| e.text.len())
+    }
+
+    /// Seconds left before expiry at `now` (0 when expired).
+    pub fn remaining(&self, now: Instant) -> u32 {
+        let age = now.saturating_duration_since(self.stored_at).as_secs();
+        (self.ttl as u64).saturating_sub(age) as u32
+    }
+
+    /// Whether the entry has lived past its TTL.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.remaining(now) == 0
+    }
+
+    /// Writes the reply to `q` into `out` (cleared first). No allocation
+    /// once `out` has grown to a typical reply size.
+    pub fn write_reply(&self, q: &Query<'_>, now: Instant, ctx: ReplyContext, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.msg);
+        let age = now.saturating_duration_since(self.stored_at).as_secs();
+        let age = u32::try_from(age).unwrap_or(u32::MAX);
+        for &off in self.ttl_offsets.iter() {
+            let off = off as usize;
+            if let Some(field) = out.get_mut(off..off + 4) {
+                let orig = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+                let ttl = if ctx.stale {
+                    STALE_TTL
+                } else {
+                    orig.saturating_sub(age)
+                };
+                field.copy_from_slice(&ttl.to_be_bytes());
+            }
+        }
+        // The client's question bytes keep its letter case (0x20 clients
+        // compare them). Equal length is guaranteed by the key match.
+        if let Some(dst) = out.get_mut(12..self.question_end) {
+            if dst.len() == q.question.len() {
+                dst.copy_from_slice(q.question);
+            }
+        }
+        let flags = reply_flags(q.flags, self.authoritative, self.rcode);
+        set_header(out, q.id, flags);
+        let ede = if ctx.stale {
+            Some((3u16, "serve-stale"))
+        } else {
+            self.ede.as_ref().map(|e| (e.code, e.text.as_str()))
+        };
+        let opt = q.edns.map(|e| OptRr {
+            payload: ctx.our_payload,
+            ext_rcode: 0,
+            dnssec_ok: e.dnssec_ok,
+            ede,
+            ecs: e
+                .ecs
+                .zip(self.ecs_scope)
+                .map(|(c, scope)| (c, scope.min(c.source_prefix))),
+        });
+        if let Some(o) = &opt {
+            o.append(out);
+        }
+        if out.len() > ctx.limit {
+            out.truncate(self.question_end);
+            set_counts(out, 0, 0, 0);
+            set_header(out, q.id, flags | 0x0200);
+            if let Some(o) = &opt {
+                o.append(out);
+            }
+        }
+    }
+}
+
+/// QR=1, opcode and RD/CD from the query, RA=1, AA and RCODE as given.
+pub fn reply_flags(query_flags: u16, aa: bool, rcode: u16) -> u16 {
+    // Opcode (0x7800), RD (0x0100) and CD (0x0010) are echoed.
+    0x8000 | (query_flags & 0x7910) | ((aa as u16) << 10) | 0x0080 | (rcode & 0xf)
+}
+
+fn set_header(out: &mut [u8], id: u16, flags: u16) {
+    if let Some(h) = out.get_mut(0..4) {
+        h[0..2].copy_from_slice(&id.to_be_bytes());
+        h[2..4].copy_from_slice(&flags.to_be_bytes());
+    }
+}
+
+fn set_counts(out: &mut [u8], an: u16, ns: u16, ar: u16) {
+    if let Some(h) = out.get_mut(6..12) {
+        h[0..2].copy_from_slice(&an.to_be_bytes());
+        h[2..4].copy_from_slice(&ns.to_be_bytes());
+        h[4..6].copy_from_slice(&ar.to_be_bytes());
+    }
+}
+
+/// The OPT pseudo-record we add to replies.
+pub(crate) struct OptRr<'a> {
+    pub(crate) payload: u16,
+    pub(crate) ext_rcode: u8,
+    pub(crate) dnssec_ok: bool,
+    pub(crate) ede: Option<(u16, &'a str)>,
+    pub(crate) ecs: Option<(super::query::ClientSubnet, u8)>,
+}
+
+impl OptRr<'_> {
+    /// Appends the OPT record and bumps ARCOUNT.
+    pub(crate) fn append(&self, out: &mut Vec<u8>) {
+        out.push(0);
+        out.extend_from_slice(&OPT.to_be_bytes());
+        out.extend_from_slice(&self.payload.to_be_bytes());
+        out.push(self.ext_rcode);
+        out.push(0);
+        out.extend_from_slice(&(if self.dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+        let rdlen_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        if let Some((code, text)) = self.ede {
+            let text = &text.as_bytes()[..text.len().min(200)];
+            out.extend_from_slice(&15u16.to_be_bytes());
+            out.extend_from_slice(&((2 + text.len()) as u16).to_be_bytes());
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(text);
+        }
+        if let Some((c, scope)) = self.ecs {
+            let (family, bytes): (u16, Vec<u8>) = match c.addr {
+                std::net::IpAddr::V4(a) => (1, a.octets().to_vec()),
+                std::net::IpAddr::V6(a) => (2, a.octets().to_vec()),
+            };
+            let n = (c.source_prefix as usize).div_ceil(8).min(bytes.len());
+            out.extend_from_slice(&8u16.to_be_bytes());
+            out.extend_from_slice(&((4 + n) as u16).to_be_bytes());
+            out.extend_from_slice(&family.to_be_bytes());
+            out.push(c.source_prefix);
+            out.push(scope);
+            out.extend_from_slice(&bytes[..n]);
+        }
+        let rdlen = (out.len() - rdlen_at - 2) as u16;
+        if let Some(f) = out.get_mut(rdlen_at..rdlen_at + 2) {
+            f.copy_from_slice(&rdlen.to_be_bytes());
+        }
+        if let Some(f) = out.get_mut(10..12) {
+            let ar = u16::from_be_bytes([f[0], f[1]]).saturating_add(1);
+            f.copy_from_slice(&ar.to_be_bytes());
+        }
+    }
+}
+
+/// Finds the end of the question and the offset of every TTL (skipping
+/// OPT, whose TTL field is flags, not a TTL).
+fn ttl_offsets(msg: &[u8]) -> Option<(usize, Vec<u16>)> {
+    let mut c = Cursor::new(msg);
+    c.bytes(4)?;
+    let qd = c.u16()?;
+    let total = c.u16()? as usize + c.u16()? as usize + c.u16()? as usize;
+    for _ in 0..qd {
+        skip_name(&mut c)?;
+        c.bytes(4)?;
+    }
+    let question_end = c.pos();
+    let mut offs = Vec::with_capacity(total);
+    for _ in 0..total {
+        skip_name(&mut c)?;
+        let rtype = c.u16()?;
+        c.bytes(2)?;
+        if rtype != OPT {
+            offs.push(u16::try_from(c.pos()).ok()?);
+        }
+        c.bytes(4)?;
+        let rdlen = c.u16()? as usize;
+        c.bytes(rdlen)?;
+    }
+    Some((question_end, offs))
+}
+
+/// Writes a header-only error reply (plus the question when readable and an
+/// OPT when the query had one) for a packet that [`Query::parse`] rejected.
+pub fn write_error(
+    pkt: &[u8],
+    code: u16,
+    question_end: usize,
+    edns: Option<super::query::Edns>,
+    our_payload: u16,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let (id, qflags) = match pkt.get(0..4) {
+        Some(h) => (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        ),
+        None => return,
+    };
+    let question = pkt.get(12..question_end).unwrap_or(&[]);
+    out.extend_from_slice(&[0; 12]);
+    set_header(out, id, reply_flags(qflags, false, code));
+    if let Some(f) = out.get_mut(4..6) {
+        f.copy_from_slice(&(!question.is_empty() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(question);
+    // BADVERS is an extended RCODE: an OPT is the only way to say it, so
+    // one goes back even when the query's OPT was otherwise unusable.
+    if let Some(e) = edns.or_else(|| {
+        (code > 15).then_some(super::query::Edns {
+            payload: 512,
+            version: 0,
+            dnssec_ok: false,
+            ecs: None,
+        })
+    }) {
+        OptRr {
+            payload: our_payload,
+            ext_rcode: (code >> 4) as u8,
+            dnssec_ok: e.dnssec_ok,
+            ede: None,
+            ecs: None,
+        }
+        .append(out);
+    }
+}
+
+/// RCODE for a resolution failure.
+pub const SERVFAIL: u16 = rcode::SERVFAIL;

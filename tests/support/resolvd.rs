@@ -1,0 +1,29 @@
+//! Starting resolvd in-process for tests: on 127.0.0.1 with a free port,
+//! pointed at a `Sim` (its root hints, its port, loopback upstreams allowed).
+
+use super::Sim;
+use resolvd::config::{Config, Dur};
+use resolvd::daemon::Daemon;
+use std::net::SocketAddr;
+
+/// A configuration for a resolvd that resolves through `sim`.
+pub fn config_for(sim: &Sim) -> Config {
+    let mut cfg = Config::embedded_default();
+    cfg.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.server.threads = 2;
+    cfg.control.enabled = false;
+    cfg.resolver.root_hints = Some(sim.root_hints_path().to_path_buf());
+    cfg.resolver.query_loopback = true;
+    cfg.resolver.upstream_port = sim.port();
+    // Simulated servers answer in microseconds; short tries keep the
+    // fault tests quick without changing what they exercise.
+    cfg.resolver.initial_timeout = Dur::millis(300);
+    cfg
+}
+
+/// Starts resolvd with `cfg`; panics with the start error.
+pub async fn start(cfg: &Config) -> (Daemon, SocketAddr) {
+    let d = Daemon::start(cfg).await.expect("resolvd starts");
+    let addr = d.local_addrs()[0];
+    (d, addr)
+}

@@ -1,0 +1,350 @@
+//! One simulated authoritative server: UDP and TCP (RFC 7766) listeners on
+//! a loopback address, the per-query responder, and the fault switches.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+
+use super::zone::Zone;
+
+/// Payload size advertised in our OPT (the DNS Flag Day 2020 value).
+const OUR_PAYLOAD: u16 = 1232;
+/// Idle TCP connections are closed after this, so no task outlives a test by much.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Never answer (UDP and TCP); queries are still recorded.
+    pub silent: bool,
+    /// Answer every query with this rcode and empty sections.
+    pub rcode: Option<ResponseCode>,
+    /// Every UDP reply is TC=1 with empty sections; TCP is unaffected.
+    pub truncate_udp: bool,
+    /// Wait this long before answering.
+    pub delay_ms: u64,
+    /// Reply with ID+1 (and, with `also_correct`, the real reply after it).
+    pub wrong_id: bool,
+    /// With `wrong_id` / `wrong_port`: send the genuine reply after the forged one.
+    pub also_correct: bool,
+    /// Send the UDP reply from a different source port.
+    pub wrong_port: bool,
+    /// TCP: accept, then close at once without reading.
+    pub tcp_close: bool,
+    /// Queries with an OPT record get FORMERR without OPT (pre-EDNS server).
+    pub formerr_on_edns: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SeenQuery {
+    /// As received (case preserved), with trailing dot.
+    pub name: String,
+    pub qtype: RecordType,
+    pub tcp: bool,
+    pub edns: bool,
+    pub id: u16,
+}
+
+pub(crate) struct State {
+    pub zones: Vec<Zone>,
+    pub extra_additional: Vec<Record>,
+    pub faults: Mutex<Faults>,
+    pub queries: Mutex<Vec<SeenQuery>>,
+}
+
+/// Handle to one simulated server; owned by `Sim`.
+pub struct AuthServer {
+    pub(crate) name: String,
+    pub(crate) addr: IpAddr,
+    pub(crate) state: Arc<State>,
+}
+
+impl AuthServer {
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes effect for the next query received.
+    pub fn set_faults(&self, f: Faults) {
+        *lock(&self.state.faults) = f;
+    }
+
+    pub fn queries(&self) -> Vec<SeenQuery> {
+        lock(&self.state.queries).clone()
+    }
+
+    pub fn clear_queries(&self) {
+        lock(&self.state.queries).clear();
+    }
+
+    /// Runs the responder on raw bytes without the network (the query is
+    /// recorded, `delay_ms` and forging are skipped). Handy for fuzzing.
+    pub fn handle_bytes(&self, bytes: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        respond(&self.state, bytes, tcp).0.map(|o| o.reply)
+    }
+}
+
+/// A panicking test thread must not poison the sim for the remaining assertions.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What to send back for one query. `None` = stay silent.
+struct Outcome {
+    reply: Vec<u8>,
+    /// Forged copy (ID+1) to send first, when `wrong_id` is set.
+    forged: Option<Vec<u8>>,
+    send_real: bool,
+}
+
+fn formerr_from_header(bytes: &[u8]) -> Option<Vec<u8>> {
+    // Without a 12-byte header there is no ID to echo, so drop it (RFC 1035 §4.1.1).
+    if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = vec![0u8; 12];
+    out[0] = bytes[0];
+    out[1] = bytes[1];
+    // QR=1, keep opcode and RD; rcode FORMERR.
+    out[2] = 0x80 | (bytes[2] & 0x79);
+    out[3] = ResponseCode::FormErr.low();
+    Some(out)
+}
+
+fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
+    let Ok(query) = Message::from_vec(bytes) else {
+        return (
+            formerr_from_header(bytes).map(|reply| Outcome {
+                reply,
+                forged: None,
+                send_real: true,
+            }),
+            0,
+        );
+    };
+    if query.message_type() != MessageType::Query {
+        return (None, 0);
+    }
+    let edns = query.extensions().is_some();
+    if let Some(q) = query.queries().first() {
+        lock(&state.queries).push(SeenQuery {
+            name: q.name().to_string(),
+            qtype: q.query_type(),
+            tcp,
+            edns,
+            id: query.id(),
+        });
+    }
+    let faults = lock(&state.faults).clone();
+    if faults.silent {
+        return (None, faults.delay_ms);
+    }
+
+    let mut resp = Message::new();
+    resp.set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_recursion_desired(query.recursion_desired())
+        .set_recursion_available(false)
+        .set_checking_disabled(query.checking_disabled());
+    resp.add_queries(query.queries().iter().cloned());
+    let add_opt = |resp: &mut Message| {
+        let mut e = Edns::new();
+        e.set_max_payload(OUR_PAYLOAD);
+        resp.set_edns(e);
+    };
+
+    if faults.formerr_on_edns && edns {
+        resp.set_response_code(ResponseCode::FormErr);
+    } else if query.queries().len() != 1 {
+        resp.set_response_code(ResponseCode::FormErr);
+        if edns {
+            add_opt(&mut resp);
+        }
+    } else if let Some(rc) = faults.rcode {
+        resp.set_response_code(rc);
+        if edns {
+            add_opt(&mut resp);
+        }
+    } else {
+        if edns {
+            add_opt(&mut resp);
+        }
+        let q = &query.queries()[0];
+        if query.op_code() != OpCode::Query {
+            resp.set_response_code(ResponseCode::NotImp);
+        } else if q.query_class() != DNSClass::IN && q.query_class() != DNSClass::ANY {
+            resp.set_response_code(ResponseCode::Refused);
+        } else {
+            answer_into(state, q.name(), q.query_type(), &mut resp);
+        }
+    }
+
+    let limit = if tcp {
+        usize::from(u16::MAX)
+    } else if faults.truncate_udp {
+        0
+    } else {
+        // RFC 6891 §6.2.5: payload values below 512 are treated as 512.
+        usize::from(
+            query
+                .extensions()
+                .as_ref()
+                .map_or(512, |e| e.max_payload().max(512)),
+        )
+    };
+    let mut reply = match resp.to_vec() {
+        Ok(v) => v,
+        Err(_) => return (None, faults.delay_ms),
+    };
+    if reply.len() > limit {
+        resp.take_answers();
+        resp.take_name_servers();
+        resp.take_additionals();
+        resp.set_truncated(true);
+        match resp.to_vec() {
+            Ok(v) => reply = v,
+            Err(_) => return (None, faults.delay_ms),
+        }
+    }
+    let forged = faults.wrong_id.then(|| {
+        let mut f = reply.clone();
+        let id = query.id().wrapping_add(1).to_be_bytes();
+        f[0] = id[0];
+        f[1] = id[1];
+        f
+    });
+    let send_real = !(faults.wrong_id || faults.wrong_port) || faults.also_correct;
+    (
+        Some(Outcome {
+            reply,
+            forged,
+            send_real,
+        }),
+        faults.delay_ms,
+    )
+}
+
+fn answer_into(
+    state: &State,
+    qname: &hickory_proto::rr::Name,
+    qtype: RecordType,
+    resp: &mut Message,
+) {
+    // Longest origin wins, so one server can hold a parent and its child zone.
+    let zone = state
+        .zones
+        .iter()
+        .filter(|z| z.origin.zone_of(qname))
+        .max_by_key(|z| z.origin.iter().count());
+    match zone {
+        None => {
+            resp.set_response_code(ResponseCode::Refused);
+        }
+        Some(z) => {
+            let r = z.answer(qname, qtype);
+            resp.set_response_code(r.rcode)
+                .set_authoritative(r.aa)
+                .add_answers(r.answer)
+                .add_name_servers(r.authority)
+                .add_additionals(r.additional);
+        }
+    }
+    resp.add_additionals(state.extra_additional.iter().cloned());
+}
+
+pub(crate) async fn serve_udp(sock: UdpSocket, state: Arc<State>) {
+    let sock = Arc::new(sock);
+    // Owning the per-query tasks here means aborting this task cancels them too.
+    let mut inflight = JoinSet::new();
+    let mut buf = vec![0u8; 65535];
+    loop {
+        while inflight.try_join_next().is_some() {}
+        let (len, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let bytes = buf[..len].to_vec();
+        let (sock, state) = (sock.clone(), state.clone());
+        inflight.spawn(async move {
+            let wrong_port = lock(&state.faults).wrong_port;
+            let (outcome, delay) = respond(&state, &bytes, false);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let Some(o) = outcome else { return };
+            if wrong_port {
+                let local = sock.local_addr().map(|a| a.ip());
+                if let Ok(ip) = local {
+                    if let Ok(other) = UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+                        let forged = o.forged.as_ref().unwrap_or(&o.reply);
+                        let _ = other.send_to(forged, peer).await;
+                    }
+                }
+            } else if let Some(f) = &o.forged {
+                let _ = sock.send_to(f, peer).await;
+            }
+            if o.send_real {
+                let _ = sock.send_to(&o.reply, peer).await;
+            }
+        });
+    }
+}
+
+pub(crate) async fn serve_tcp(listener: TcpListener, state: Arc<State>) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        if lock(&state.faults).tcp_close {
+            drop(stream);
+            continue;
+        }
+        conns.spawn(serve_conn(stream, state.clone()));
+    }
+}
+
+async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let (outcome, delay) = respond(&state, &body, true);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let Some(o) = outcome else { continue };
+        let mut frames = Vec::new();
+        if let Some(f) = &o.forged {
+            frames.push(f);
+        }
+        if o.send_real || o.forged.is_none() {
+            frames.push(&o.reply);
+        }
+        for f in frames {
+            let mut out = (f.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(f);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+}
