@@ -61,14 +61,14 @@ pub fn execute(handler: &Handler, line: &str) -> String {
     match words.as_slice() {
         ["stats"] => handler.stats(),
         ["flush"] => {
-            handler.cache.flush_all();
+            handler.flush(None, false);
             "ok flushed all\n".into()
         }
         ["flush", name] | ["flush", name, "subtree"] => match Name::from_str(name) {
             Ok(mut n) => {
                 n.set_fqdn(true);
                 let subtree = words.len() == 3;
-                handler.cache.flush_name(&n, subtree);
+                handler.flush(Some(&n), subtree);
                 format!(
                     "ok flushed {n}{}\n",
                     if subtree { " and below" } else { "" }

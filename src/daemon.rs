@@ -33,14 +33,6 @@ pub enum StartError {
     /// Local zones invalid.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Zones(Vec<ZonesError>),
-    /// Control socket.
-    #[error("control socket {path}: {source}")]
-    Control {
-        /// Its path.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 /// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
@@ -132,16 +124,19 @@ impl Daemon {
             ));
         }
         if cfg.control.enabled {
-            crate::control::start(
+            // Serving DNS matters more than the control socket: an
+            // unprivileged run without access to /run still answers queries.
+            if let Err(e) = crate::control::start(
                 &cfg.control.socket,
                 handler.clone(),
                 shutdown.clone(),
                 &tasks,
-            )
-            .map_err(|source| StartError::Control {
-                path: cfg.control.socket.display().to_string(),
-                source,
-            })?;
+            ) {
+                tracing::warn!(
+                    "control socket {} unavailable ({e}); `resolvd control` will not work (set [control] socket)",
+                    cfg.control.socket.display()
+                );
+            }
         }
         let health = zones.start_health_checks();
         Ok(Daemon {

@@ -361,6 +361,16 @@ impl Handler {
         self.zones.store(zones);
     }
 
+    /// Forgets cached answers (and what the resolver learned) for `name`,
+    /// its subtree, or everything.
+    pub fn flush(&self, name: Option<&Name>, subtree: bool) {
+        match name {
+            Some(n) => self.cache.flush_name(n, subtree),
+            None => self.cache.flush_all(),
+        }
+        self.resolver.flush(name, subtree);
+    }
+
     /// `stats` text for the control socket.
     pub fn stats(&self) -> String {
         let (entries, bytes) = self.cache.usage();

@@ -8,7 +8,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::resolvd::{config_for, start};
+use support::under_test::{config_for, start};
 use support::*;
 
 const T: u64 = 6000;
@@ -153,7 +153,12 @@ async fn common_types_are_answered() {
     assert_eq!(addrs(&a), vec!["192.0.2.10"]);
     let aaaa = ask(addr, "www.example.test.", RecordType::AAAA).await;
     assert_eq!(addrs(&aaaa), vec!["2001:db8::10"]);
-    for t in [RecordType::MX, RecordType::NS, RecordType::TXT, RecordType::SOA] {
+    for t in [
+        RecordType::MX,
+        RecordType::NS,
+        RecordType::TXT,
+        RecordType::SOA,
+    ] {
         let m = ask(addr, "example.test.", t).await;
         assert_eq!(m.response_code(), ResponseCode::NoError, "{t}");
         assert!(!m.answers().is_empty(), "{t} has an answer");
@@ -206,15 +211,23 @@ async fn glueless_ns_under_another_tld_is_resolved() {
 async fn out_of_bailiwick_additional_is_neither_used_nor_returned() {
     let mut w = world(104);
     // The test. server tries to plant an address for a name in other.
-    w[1] = w[1].clone().extra_additional("www.corp.other. 300 IN A 6.6.6.6");
+    w[1] = w[1]
+        .clone()
+        .extra_additional("www.corp.other. 300 IN A 6.6.6.6");
     let sim = Sim::start(w).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let first = ask(addr, "www.example.test.", RecordType::A).await;
     assert_eq!(addrs(&first), vec!["192.0.2.10"]);
-    assert!(first.additionals().iter().all(|r| r.record_type() != RecordType::A));
+    assert!(first
+        .additionals()
+        .iter()
+        .all(|r| r.record_type() != RecordType::A));
     let m = ask(addr, "www.corp.other.", RecordType::A).await;
     assert_eq!(addrs(&m), vec!["192.0.2.80"]);
-    assert!(!sim.server("ns1.corp.other.").queries().is_empty(), "asked the real server");
+    assert!(
+        !sim.server("ns1.corp.other.").queries().is_empty(),
+        "asked the real server"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -241,7 +254,11 @@ async fn refusing_server_is_skipped() {
         ..Default::default()
     });
     let (_d, addr) = start(&config_for(&sim)).await;
-    for name in ["www.example.test.", "mail.example.test.", "sip.example.test."] {
+    for name in [
+        "www.example.test.",
+        "mail.example.test.",
+        "sip.example.test.",
+    ] {
         let m = ask(addr, name, RecordType::A).await;
         assert_eq!(m.response_code(), ResponseCode::NoError, "{name}");
     }
@@ -308,7 +325,11 @@ async fn forged_reply_alone_times_out_to_the_other_server() {
     });
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail, "forged data never accepted");
+    assert_eq!(
+        m.response_code(),
+        ResponseCode::ServFail,
+        "forged data never accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -342,9 +363,20 @@ async fn qname_minimisation_shows_root_only_the_tld() {
         .iter()
         .map(|q| q.name.to_ascii_lowercase())
         .collect();
-    assert!(root_saw.iter().all(|n| n == "test." || n == "."), "root saw {root_saw:?}");
-    let tld_saw: Vec<String> = sim.server("ns1.test.").queries().iter().map(|q| q.name.to_ascii_lowercase()).collect();
-    assert!(tld_saw.iter().all(|n| n == "example.test."), "tld saw {tld_saw:?}");
+    assert!(
+        root_saw.iter().all(|n| n == "test." || n == "."),
+        "root saw {root_saw:?}"
+    );
+    let tld_saw: Vec<String> = sim
+        .server("ns1.test.")
+        .queries()
+        .iter()
+        .map(|q| q.name.to_ascii_lowercase())
+        .collect();
+    assert!(
+        tld_saw.iter().all(|n| n == "example.test."),
+        "tld saw {tld_saw:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,11 +423,17 @@ async fn nxdomain_and_nodata_carry_the_soa() {
     let (_d, addr) = start(&config_for(&sim)).await;
     let nx = ask(addr, "nope.example.test.", RecordType::A).await;
     assert_eq!(nx.response_code(), ResponseCode::NXDomain);
-    assert_eq!(nx.name_servers().first().map(|r| r.record_type()), Some(RecordType::SOA));
+    assert_eq!(
+        nx.name_servers().first().map(|r| r.record_type()),
+        Some(RecordType::SOA)
+    );
     let nodata = ask(addr, "www.example.test.", RecordType::MX).await;
     assert_eq!(nodata.response_code(), ResponseCode::NoError);
     assert!(nodata.answers().is_empty());
-    assert_eq!(nodata.name_servers().first().map(|r| r.record_type()), Some(RecordType::SOA));
+    assert_eq!(
+        nodata.name_servers().first().map(|r| r.record_type()),
+        Some(RecordType::SOA)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

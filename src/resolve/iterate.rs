@@ -120,11 +120,6 @@ impl Iterator {
         }
     }
 
-    /// Forgets learned RRsets and delegations.
-    pub fn flush(&self) {
-        self.store.clear();
-    }
-
     async fn run(&self, qname: Name, qtype: RecordType) -> Sections {
         let budget = Budget {
             queries: AtomicU32::new(0),
@@ -474,6 +469,12 @@ impl Iterator {
             }
         }
         if rc == ResponseCode::NXDomain {
+            // An NXDOMAIN that is neither authoritative nor backed by the
+            // zone's SOA comes from something that is not the zone's server
+            // (a middlebox, a forwarder): do not believe it.
+            if !msg.authoritative() && soa.is_empty() {
+                return None;
+            }
             return Some(Outcome::Negative {
                 rcode: rcode::NXDOMAIN,
                 soa,
@@ -537,6 +538,12 @@ impl Iterator {
 impl Resolve for Iterator {
     fn resolve(&self, qname: Name, qtype: RecordType) -> BoxFuture<'_, Sections> {
         Box::pin(self.run(qname, qtype))
+    }
+
+    fn flush(&self, _name: Option<&Name>, _subtree: bool) {
+        // RRsets of one name also hide in chains and delegations; dropping
+        // them all is simple and only costs a few upstream queries.
+        self.store.clear();
     }
 }
 

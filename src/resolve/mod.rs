@@ -25,6 +25,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Resolve: Send + Sync + 'static {
     /// Resolves (`qname`, `qtype`, IN).
     fn resolve(&self, qname: Name, qtype: RecordType) -> BoxFuture<'_, Sections>;
+
+    /// Forgets what was learned about `name` (and below when `subtree`),
+    /// or everything when `name` is None. Called by `resolvd control flush`.
+    fn flush(&self, _name: Option<&Name>, _subtree: bool) {}
 }
 
 /// A resolver that fails everything: for listener tests and for running

@@ -211,10 +211,11 @@ impl WireAnswer {
             ext_rcode: 0,
             dnssec_ok: e.dnssec_ok,
             ede,
+            // RFC 7871 §7.2.1: echo ECS; scope 0 says the answer does not
+            // depend on the client's subnet.
             ecs: e
                 .ecs
-                .zip(self.ecs_scope)
-                .map(|(c, scope)| (c, scope.min(c.source_prefix))),
+                .map(|c| (c, self.ecs_scope.unwrap_or(0).min(c.source_prefix))),
         });
         if let Some(o) = &opt {
             o.append(out);

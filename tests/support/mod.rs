@@ -18,8 +18,8 @@
 #![allow(dead_code)]
 
 mod server;
+pub mod under_test;
 mod zone;
-pub mod resolvd;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
