@@ -286,3 +286,78 @@ pub fn key_for(name: &Name, qtype: RecordType) -> Vec<u8> {
     k.extend_from_slice(&u16::from(qtype).to_be_bytes());
     k
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ByteSize;
+    use hickory_proto::rr::rdata::A;
+    use std::net::Ipv4Addr;
+    use std::str::FromStr;
+
+    fn sections(name: &Name, i: u32) -> Sections {
+        let mut r = Record::from_rdata(name.clone(), 3600, RData::A(A(Ipv4Addr::from(i))));
+        r.set_dns_class(hickory_proto::rr::DNSClass::IN);
+        Sections {
+            answer: vec![r],
+            ..Sections::default()
+        }
+    }
+
+    #[test]
+    fn stays_under_max_size_with_200k_names() {
+        let max = 4 << 20;
+        let cache = AnswerCache::new(&CacheConfig {
+            max_size: ByteSize(max),
+            ..CacheConfig::default()
+        });
+        for i in 0..200_000u32 {
+            let name = Name::from_str(&format!("host{i}.example.test.")).unwrap();
+            let key = key_for(&name, RecordType::A);
+            cache.store(&key, &name, RecordType::A, sections(&name, i));
+        }
+        let (entries, bytes) = cache.usage();
+        assert!(bytes <= max, "{bytes} bytes held, bound {max}");
+        assert!(entries > 1000 && entries < 200_000, "{entries} entries");
+    }
+
+    #[test]
+    fn zero_max_size_disables_caching() {
+        let cache = AnswerCache::new(&CacheConfig {
+            max_size: ByteSize(0),
+            ..CacheConfig::default()
+        });
+        let name = Name::from_str("a.test.").unwrap();
+        let key = key_for(&name, RecordType::A);
+        assert!(cache
+            .store(&key, &name, RecordType::A, sections(&name, 1))
+            .is_some());
+        assert!(cache.get(&key).is_none());
+    }
+
+    #[test]
+    fn subtree_flush_respects_label_boundaries() {
+        let cache = AnswerCache::new(&CacheConfig::default());
+        let names = ["www.example.test.", "example.test.", "wwwexample.test."];
+        for (i, n) in names.iter().enumerate() {
+            let name = Name::from_str(n).unwrap();
+            cache.store(
+                &key_for(&name, RecordType::A),
+                &name,
+                RecordType::A,
+                sections(&name, i as u32),
+            );
+        }
+        cache.flush_name(&Name::from_str("example.test.").unwrap(), true);
+        let has = |n: &str| {
+            cache
+                .get(&key_for(&Name::from_str(n).unwrap(), RecordType::A))
+                .is_some()
+        };
+        assert!(!has("www.example.test.") && !has("example.test."));
+        assert!(
+            has("wwwexample.test."),
+            "a different name ending in the same bytes stays"
+        );
+    }
+}

@@ -67,7 +67,9 @@ to-other CNAME www.corp.other.
 loop1 CNAME loop2
 loop2 CNAME loop1
 sub NS ns1.sub
+sub DS 12345 8 2 0123456789abcdef
 ns1.sub A 127.{n}.0.4
+dn DNAME corp.other.
 "
     );
     let sub = format!(
@@ -470,4 +472,36 @@ async fn reply_echoes_id_rd_and_question_case() {
     assert!(m.recursion_desired());
     assert_eq!(m.queries()[0].name().to_string(), "WwW.ExAmPlE.tEsT.");
     assert_eq!(addrs(&m), vec!["192.0.2.10"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ds_is_asked_of_the_parent_zone() {
+    let sim = Sim::start(world(118)).await;
+    let (_d, addr) = start(&config_for(&sim)).await;
+    let m = ask(addr, "sub.example.test.", RecordType::DS).await;
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.answers().len(), 1);
+    assert_eq!(u16::from(m.answers()[0].record_type()), 43);
+    assert!(
+        sim.server("ns1.sub.example.test.")
+            .queries()
+            .iter()
+            .all(|q| q.qtype != RecordType::DS),
+        "the child is not asked for DS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dname_is_followed_with_a_synthesised_cname() {
+    let sim = Sim::start(world(119)).await;
+    let (_d, addr) = start(&config_for(&sim)).await;
+    let m = ask(addr, "www.dn.example.test.", RecordType::A).await;
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    let types: Vec<u16> = m
+        .answers()
+        .iter()
+        .map(|r| u16::from(r.record_type()))
+        .collect();
+    assert_eq!(types, vec![39, 5, 1], "DNAME, CNAME, A");
+    assert_eq!(addrs(&m), vec!["192.0.2.80"]);
 }

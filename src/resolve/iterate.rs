@@ -94,6 +94,9 @@ pub struct Iterator {
     metrics: Arc<Metrics>,
     /// When priming last failed; retried after `priming_retry`.
     priming_failed_at: Mutex<Option<Instant>>,
+    /// Held while priming, so a burst of queries at start-up sends one
+    /// priming query, not one each.
+    priming: tokio::sync::Mutex<()>,
 }
 
 impl Iterator {
@@ -117,6 +120,7 @@ impl Iterator {
             upstream,
             metrics,
             priming_failed_at: Mutex::new(None),
+            priming: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -208,7 +212,13 @@ impl Iterator {
         budget: &Budget,
         depth: u32,
     ) -> Result<Outcome, ResolveError> {
-        let mut cut = self.deepest_cut(name, budget).await;
+        // DS lives in the parent zone (RFC 4035 §3.1.4.1): start above it.
+        let from = if qtype == RecordType::DS && !name.is_root() {
+            name.base_name()
+        } else {
+            name.clone()
+        };
+        let mut cut = self.deepest_cut(&from, budget).await;
         let full = name.num_labels() as usize;
         let mut minimise = self.cfg.qname_minimisation;
         let mut labels = cut.zone.num_labels() as usize + 1;
@@ -278,6 +288,10 @@ impl Iterator {
     /// RFC 8109: ask a hint server for the root NS set and store it (with
     /// addresses) so later walks start from real data.
     async fn prime(&self, budget: &Budget) {
+        let _one_at_a_time = self.priming.lock().await;
+        if self.store.deepest_cut(&Name::root()).is_some() {
+            return;
+        }
         {
             let failed = self.priming_failed_at.lock().map(|g| *g).unwrap_or(None);
             if failed.is_some_and(|t| t.elapsed() < self.cfg.priming_retry.0) {
@@ -593,6 +607,13 @@ fn dname_target(r: &Record) -> Option<Name> {
     }
 }
 
+/// A DNAME whose owner is a proper ancestor of `name`.
+fn dname_above<'a>(records: &'a [Record], name: &Name) -> Option<&'a Record> {
+    records
+        .iter()
+        .find(|r| u16::from(r.record_type()) == DNAME && r.name() != name && r.name().zone_of(name))
+}
+
 /// Follows a chain inside one reply from `start`: returns the records on
 /// the chain (CNAME, DNAME with a synthesised CNAME, final RRset), where it
 /// ends, and whether it ended at data of `qtype`.
@@ -612,6 +633,12 @@ fn follow_chain(records: &[Record], start: &Name, qtype: RecordType) -> (Vec<Rec
         }
         if let Some(c) = here.iter().find(|r| r.record_type() == RecordType::CNAME) {
             let Some(t) = cname_target(c) else { break };
+            // A server that synthesised this CNAME from a DNAME sends the
+            // DNAME too; the client gets both (RFC 6672 §3.4).
+            let dname = dname_above(records, &cur);
+            if let Some(d) = dname.filter(|d| !used.contains(*d)) {
+                used.push(d.clone());
+            }
             used.push((*c).clone());
             if used.iter().filter(|r| r.name() == &t).count() > 0 {
                 break;
@@ -620,9 +647,7 @@ fn follow_chain(records: &[Record], start: &Name, qtype: RecordType) -> (Vec<Rec
             continue;
         }
         // DNAME at a proper ancestor: synthesise the CNAME (RFC 6672 §3.1).
-        let dname = records.iter().find(|r| {
-            u16::from(r.record_type()) == DNAME && r.name() != &cur && r.name().zone_of(&cur)
-        });
+        let dname = dname_above(records, &cur);
         if let Some(d) = dname {
             let Some(target) = dname_target(d) else { break };
             let keep = cur.num_labels() as usize - d.name().num_labels() as usize;
