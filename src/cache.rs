@@ -80,10 +80,11 @@ impl AnswerCache {
         } else {
             Duration::ZERO
         };
-        // Most of the budget goes to answers; NXDOMAIN names are small.
+        // max_size is shared: 11/16 for answers, 1/16 for NXDOMAIN names,
+        // 1/4 for the iterator's RRsets and delegations (resolve::store).
         let answers = enabled.then(|| {
             Cache::builder()
-                .max_capacity(cfg.max_size.0 - cfg.max_size.0 / 16)
+                .max_capacity(cfg.max_size.0 / 16 * 11)
                 .weigher(|k: &CacheKey, v: &Entry| {
                     u32::try_from(k.len() + v.size() + 64).unwrap_or(u32::MAX)
                 })

@@ -125,6 +125,10 @@ pub struct ResolverConfig {
     pub server_hold_down: Dur,
     /// Re-prime the root NS set at least this often when priming fails.
     pub priming_retry: Dur,
+    /// Client queries waiting for resolution at once; beyond this new
+    /// ones are dropped (as Unbound's num-queries-per-thread), so a flood
+    /// of unique names cannot exhaust memory.
+    pub max_pending: usize,
 }
 
 impl Default for ResolverConfig {
@@ -145,6 +149,7 @@ impl Default for ResolverConfig {
             max_cname_chain: 12,
             server_hold_down: Dur::secs(60),
             priming_retry: Dur::secs(5),
+            max_pending: 10_000,
         }
     }
 }
@@ -427,6 +432,9 @@ impl Config {
         }
         if self.resolver.upstream_port == 0 {
             bad("upstream_port", "must not be 0".into());
+        }
+        if self.resolver.max_pending == 0 {
+            bad("max_pending", "must be at least 1".into());
         }
         if self.resolver.max_upstream_queries == 0 {
             bad("max_upstream_queries", "must be at least 1".into());

@@ -54,7 +54,8 @@ impl Daemon {
             None => RootHints::iana(),
         };
         let metrics = Arc::new(Metrics::default());
-        let resolver = IterativeResolver::new(cfg.resolver.clone(), hints, metrics.clone());
+        let resolver =
+            IterativeResolver::new(cfg.resolver.clone(), &cfg.cache, hints, metrics.clone());
         Daemon::start_with(cfg, Arc::new(resolver), metrics).await
     }
 
@@ -70,6 +71,7 @@ impl Daemon {
                 allow: cfg.server.allow.clone(),
                 udp_payload_size: cfg.server.udp_payload_size,
                 query_deadline: cfg.resolver.query_deadline.0,
+                max_pending: cfg.resolver.max_pending,
             },
             zones.clone(),
             AnswerCache::new(&cfg.cache),

@@ -59,6 +59,8 @@ pub struct HandlerConfig {
     pub udp_payload_size: u16,
     /// Upper bound on waiting for a resolution.
     pub query_deadline: Duration,
+    /// Client queries awaiting resolution at once.
+    pub max_pending: usize,
 }
 
 /// Shared per-daemon query handling state.
@@ -74,6 +76,8 @@ pub struct Handler {
     inflight: Mutex<HashMap<CacheKey, Waiters>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Slots for client queries awaiting resolution.
+    pending: tokio::sync::Semaphore,
 }
 
 impl Handler {
@@ -86,6 +90,7 @@ impl Handler {
         metrics: Arc<Metrics>,
     ) -> Handler {
         Handler {
+            pending: tokio::sync::Semaphore::new(cfg.max_pending),
             cfg,
             zones: ArcSwap::new(zones),
             cache,
@@ -244,6 +249,10 @@ impl Handler {
         out.clear();
         let started = Instant::now();
         let Ok(q) = Query::parse(pkt) else { return };
+        let Ok(_slot) = self.pending.try_acquire() else {
+            Metrics::inc(&self.metrics.dropped);
+            return;
+        };
         let qtype = RecordType::from(q.qtype);
         let Some(qname) = wire_to_name(q.name_wire()) else {
             write_error(

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// Malformed queries answered FORMERR/NOTIMP or dropped.
     pub malformed: AtomicU64,
+    /// Queries dropped because `max_pending` resolutions were waiting.
+    pub dropped: AtomicU64,
     /// Upstream queries sent by the iterator.
     pub upstream_queries: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -79,7 +81,7 @@ impl Metrics {
             hits as f64 / (hits + misses) as f64
         };
         format!(
-            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\nupstream_queries {}\nlatency_p50_us {}\nlatency_p90_us {}\nlatency_p99_us {}\n",
+            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\ndropped {}\nupstream_queries {}\nlatency_p50_us {}\nlatency_p90_us {}\nlatency_p99_us {}\n",
             g(&self.queries),
             hits,
             misses,
@@ -92,6 +94,7 @@ impl Metrics {
             g(&self.servfails),
             g(&self.refused),
             g(&self.malformed),
+            g(&self.dropped),
             g(&self.upstream_queries),
             self.latency_quantile(0.5),
             self.latency_quantile(0.9),

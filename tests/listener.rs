@@ -392,3 +392,30 @@ async fn shutdown_lets_in_flight_queries_finish() {
         "no longer serving"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_beyond_max_pending_are_dropped() {
+    let mut c = cfg();
+    c.resolver.max_pending = 1;
+    let (d, addr) = daemon(
+        &c,
+        Arc::new(Fixed {
+            n: 1,
+            delay_ms: 500,
+        }),
+    )
+    .await;
+    let first = tokio::spawn(async move { query_udp(addr, "one.test.", RecordType::A, T).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = query_udp(addr, "two.test.", RecordType::A, 300).await;
+    assert!(second.is_none(), "dropped while the only slot is busy");
+    assert!(
+        first.await.unwrap().is_some(),
+        "the pending one is answered"
+    );
+    assert!(d.handler().stats().contains("dropped 1"));
+    // Cached answers need no slot.
+    assert!(query_udp(addr, "one.test.", RecordType::A, T)
+        .await
+        .is_some());
+}

@@ -16,7 +16,7 @@ use super::servers::{Policy, ServerStats};
 use super::store::{Delegation, Rank, Store};
 use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
 use super::{BoxFuture, Resolve};
-use crate::config::ResolverConfig;
+use crate::config::{CacheConfig, ResolverConfig};
 use crate::metrics::Metrics;
 use crate::root_hints::RootHints;
 use crate::wire::answer::{Ede, Sections};
@@ -101,7 +101,12 @@ pub struct Iterator {
 
 impl Iterator {
     /// A resolver seeded with `hints`.
-    pub fn new(cfg: ResolverConfig, hints: RootHints, metrics: Arc<Metrics>) -> Iterator {
+    pub fn new(
+        cfg: ResolverConfig,
+        cache: &CacheConfig,
+        hints: RootHints,
+        metrics: Arc<Metrics>,
+    ) -> Iterator {
         let servers = ServerStats::new(Policy {
             initial_timeout: cfg.initial_timeout.0,
             max_timeout: cfg.max_timeout.0,
@@ -113,7 +118,10 @@ impl Iterator {
             query_loopback: cfg.query_loopback,
         });
         Iterator {
-            store: Store::new(200_000, 86_400),
+            // A quarter of the cache budget (the answer cache takes the
+            // rest), but never so little that a walk cannot remember the
+            // delegations it is following.
+            store: Store::new((cache.max_size.0 / 4).max(4 << 20), cache.max_ttl),
             cfg,
             hints,
             servers,

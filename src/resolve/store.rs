@@ -84,11 +84,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store holding at most `capacity` RRsets.
-    pub fn new(capacity: u64, max_ttl: u32) -> Store {
+    /// A store bounded to about `max_bytes`, clamping TTLs to `max_ttl`.
+    pub fn new(max_bytes: u64, max_ttl: u32) -> Store {
         Store {
             sets: Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(max_bytes)
+                .weigher(|k: &(Name, RecordType), v: &Arc<RRset>| {
+                    // Owner name (stored once per record by hickory) plus
+                    // rdata and bookkeeping; an estimate, not an audit.
+                    let per = k.0.len() as u32 + 96;
+                    (per.saturating_mul(v.records.len() as u32))
+                        .saturating_add(k.0.len() as u32 + 128)
+                })
                 .expire_after(SetExpiry)
                 .build(),
             max_ttl,
