@@ -419,3 +419,36 @@ async fn queries_beyond_max_pending_are_dropped() {
         .await
         .is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_burst_of_pipelined_queries_in_one_segment_is_fully_answered() {
+    let (_d, addr) = daemon(&cfg(), Arc::new(Fixed { n: 1, delay_ms: 0 })).await;
+    // Warm the cache so most answers take the batched fast path.
+    for i in 0..50 {
+        query_udp(addr, &format!("h{i}.test."), RecordType::A, T)
+            .await
+            .unwrap();
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut burst = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let q = make_query(&format!("h{}.test.", i % 60), RecordType::A, false);
+        ids.push(q.id());
+        let b = q.to_vec().unwrap();
+        burst.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        burst.extend_from_slice(&b);
+    }
+    s.write_all(&burst).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..300 {
+        let m = tcp_read_msg(&mut s, T)
+            .await
+            .expect("every pipelined query answered");
+        assert_eq!(m.answers().len(), 1);
+        got.push(m.id());
+    }
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}

@@ -13,7 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -94,28 +95,36 @@ async fn connection(
     tasks: TaskTracker,
 ) {
     let Ok(peer) = stream.peer_addr() else { return };
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Messages on the channel are already framed; a fast-path batch is many
+    // replies in one buffer, written with one system call.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.max_inflight.max(1));
     let idle = limits.idle_timeout;
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            let Ok(len) = u16::try_from(msg.len()) else {
-                continue;
-            };
-            let mut framed = Vec::with_capacity(msg.len() + 2);
-            framed.extend_from_slice(&len.to_be_bytes());
-            framed.extend_from_slice(&msg);
-            match tokio::time::timeout(idle, wr.write_all(&framed)).await {
+            match tokio::time::timeout(idle, wr.write_all(&msg)).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }
         }
         let _ = wr.shutdown().await;
     });
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
+    // Pipelining clients send many queries per segment: read them through
+    // a buffer and answer every complete one before writing.
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let max_inflight = limits.max_inflight.max(1);
+    let inflight = Arc::new(Semaphore::new(max_inflight));
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
+    let mut batch: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
+        if batch.len() > 64 * 1024 || (!batch.is_empty() && !frame_buffered(rd.buffer())) {
+            // Nothing more to answer without waiting (or plenty already):
+            // send what we have.
+            if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                break;
+            }
+        }
         let frame = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = tokio::time::timeout(idle, read_frame(&mut rd, &mut buf)) => r,
@@ -126,25 +135,22 @@ async fn connection(
             Err(_) => {
                 // Idle: nothing arrived. Keep the connection while answers
                 // are still being worked on, close it otherwise.
-                if inflight.available_permits() < limits.max_inflight.max(1) {
+                if inflight.available_permits() < max_inflight {
                     continue;
                 }
                 break;
             }
         };
         let pkt = buf.get(..n).unwrap_or(&[]);
-        // Back-pressure: at the in-flight cap, stop reading until one finishes.
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            break;
-        };
         match handler.answer_now(pkt, peer, Transport::Tcp, &mut out) {
-            Step::Reply => {
-                if tx.send(out.clone()).await.is_err() {
-                    break;
-                }
-            }
+            Step::Reply => push_framed(&mut batch, &out),
             Step::Drop => {}
             Step::Resolve => {
+                // Back-pressure: at the in-flight cap, stop reading until
+                // one finishes.
+                let Ok(permit) = inflight.clone().acquire_owned().await else {
+                    break;
+                };
                 let pkt = pkt.to_vec();
                 let handler = handler.clone();
                 let tx = tx.clone();
@@ -154,14 +160,17 @@ async fn connection(
                         .answer_resolved(&pkt, Transport::Tcp, &mut out)
                         .await;
                     if !out.is_empty() {
-                        let _ = tx.send(out).await;
+                        let mut framed = Vec::with_capacity(out.len() + 2);
+                        push_framed(&mut framed, &out);
+                        let _ = tx.send(framed).await;
                     }
                     drop(permit);
                 });
-                continue;
             }
         }
-        drop(permit);
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
     }
     // The writer finishes once every pending answer has been sent (all
     // senders dropped), then closes the stream.
@@ -169,8 +178,24 @@ async fn connection(
     let _ = writer.await;
 }
 
+/// Appends a 2-byte length and the message (RFC 1035 §4.2.2).
+fn push_framed(batch: &mut Vec<u8>, msg: &[u8]) {
+    if let Ok(len) = u16::try_from(msg.len()) {
+        batch.extend_from_slice(&len.to_be_bytes());
+        batch.extend_from_slice(msg);
+    }
+}
+
+/// Whether `buffered` already holds a complete length-prefixed message.
+fn frame_buffered(buffered: &[u8]) -> bool {
+    match buffered {
+        [hi, lo, rest @ ..] => rest.len() >= u16::from_be_bytes([*hi, *lo]) as usize,
+        _ => false,
+    }
+}
+
 /// Reads one length-prefixed message; None on EOF, a zero length or error.
-async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut [u8]) -> Option<usize> {
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, buf: &mut [u8]) -> Option<usize> {
     let mut len = [0u8; 2];
     rd.read_exact(&mut len).await.ok()?;
     let n = u16::from_be_bytes(len) as usize;
