@@ -16,7 +16,6 @@ use crate::wire::answer::{write_error, Ede, ReplyContext, Sections, WireAnswer};
 use crate::wire::query::{rcode, Query, Rejection};
 use crate::zones::{ClientInfo, ClientSubnet, LocalZones};
 use arc_swap::ArcSwap;
-use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use ipnet::IpNet;
@@ -391,10 +390,4 @@ impl Handler {
 pub fn wire_to_name(wire: &[u8]) -> Option<Name> {
     let mut d = BinDecoder::new(wire);
     Name::read(&mut d).ok()
-}
-
-impl From<ResponseCode> for Sections {
-    fn from(r: ResponseCode) -> Sections {
-        Sections::error(u16::from(r) & 0xf, None)
-    }
 }

@@ -11,7 +11,7 @@
 //! case aside), compression pointers stay valid when the client's question
 //! bytes are pasted over it: a hit is a memcpy plus a few TTL patches.
 
-use super::query::{rcode, Query};
+use super::query::Query;
 use super::{skip_name, Cursor, OPT};
 use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
@@ -376,5 +376,3 @@ pub fn write_error(
     }
 }
 
-/// RCODE for a resolution failure.
-pub const SERVFAIL: u16 = rcode::SERVFAIL;
