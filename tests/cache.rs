@@ -290,3 +290,35 @@ async fn flush_removes_what_it_names() {
     let stats = resolvd::control::execute(h, "stats");
     assert!(stats.contains("hits "), "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resolution_failure_is_remembered_briefly() {
+    let sim = Sim::start(world(160)).await;
+    sim.server("ns1.example.test.").set_faults(Faults {
+        rcode: Some(ResponseCode::Refused),
+        ..Default::default()
+    });
+    let mut cfg = config_for(&sim);
+    cfg.cache.servfail_ttl = 2;
+    let (_d, addr) = start(&cfg).await;
+    let m = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    let asked = seen(&sim, "www.example.test.");
+    assert!(asked >= 1);
+    let again = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(again.response_code(), ResponseCode::ServFail);
+    assert_eq!(
+        seen(&sim, "www.example.test."),
+        asked,
+        "the broken zone is not hammered"
+    );
+    sim.server("ns1.example.test.")
+        .set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let later = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(
+        later.response_code(),
+        ResponseCode::NoError,
+        "retried after servfail_ttl"
+    );
+}

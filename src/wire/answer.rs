@@ -375,4 +375,3 @@ pub fn write_error(
         .append(out);
     }
 }
-
