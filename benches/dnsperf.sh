@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# resolvd vs Unbound under dnsperf, on loopback, offline.
+#
+#   benches/dnsperf.sh            # full run: 10 s phases, 100,000 names
+#   QUICK=1 benches/dnsperf.sh    # 2 s phases, 10,000 names (try-out)
+#
+# Needs root (NSD binds port 53 on 127.77.0.1-3), and nsd, unbound, dnsperf,
+# dig and taskset. Builds `cargo build --release` once.
+#
+# World: three NSD instances, each serving one zone from its own address:
+#   127.77.0.1  "."            (root, a.root-servers.test.)
+#   127.77.0.2  "test."        (ns1.test.)
+#   127.77.0.3  "bench.test."  (ns1.bench.test.) with h0..h{N-1} A records
+# Both resolvers get root hints pointing at 127.77.0.1 and run with ONE
+# worker thread pinned to CPU 0; dnsperf and NSD run on CPU 1.
+#
+# Per resolver, in order:
+#   warm   the 1,000 hot names once (dnsperf -n 1)
+#   hot    dnsperf -l DUR -c 10 over the hot names (all cache hits);
+#          server CPU (utime+stime from /proc/PID/stat) / answered queries
+#   cold   COLD never-asked names once (dnsperf -n 1): each one is resolved
+#   load   the remaining names once; then resident bytes per cached name =
+#          (VmRSS now - VmRSS before the first query) / NOERROR answers
+#   tcp    dnsperf -m tcp over the hot names with -c 10 and -c 1000
+#
+# Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532);
+# HOT_QPS (-Q for hot and TCP runs, default 1000000); KEEP=1 keeps the
+# temporary directory (configs, logs, raw dnsperf output).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  DUR=2 NAMES=10000 COLD=2000
+else
+  DUR=10 NAMES=100000 COLD=20000
+fi
+HOT=1000
+HOT_QPS=${HOT_QPS:-1000000}
+RESOLVD_PORT=${RESOLVD_PORT:-53531}
+UNBOUND_PORT=${UNBOUND_PORT:-53532}
+NET=127.77.0
+CLK_TCK=$(getconf CLK_TCK)
+
+die() { echo "dnsperf.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "needs root (NSD listens on port 53)"
+for c in nsd unbound dnsperf dig taskset; do
+  command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || die "missing $c"
+done
+NSD=$(command -v nsd || echo /usr/sbin/nsd)
+UNBOUND=$(command -v unbound || echo /usr/sbin/unbound)
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server on CPU 0, load generator on CPU 1)"
+
+# Everything we start, by PID; the trap kills exactly these.
+PIDS=()
+WORK=$(mktemp -d /tmp/resolvd-dnsperf.XXXXXX)
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 30); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ "${KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
+    echo "dnsperf.sh: files kept in $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 1000+ TCP connections need file descriptors (inherited by all children).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# ---------------------------------------------------------------- build
+log "cargo build --release"
+(cd "$ROOT" && cargo build --release)
+RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
+[ -x "$RESOLVD" ] || die "no binary at $RESOLVD"
+
+# ---------------------------------------------------------------- zones
+log "generating zones ($NAMES names) in $WORK"
+cd "$WORK"
+cat >root.zone <<EOF
+\$ORIGIN .
+\$TTL 86400
+@ SOA a.root-servers.test. hostmaster.test. 1 3600 600 86400 3600
+@ NS a.root-servers.test.
+a.root-servers.test. A $NET.1
+test. NS ns1.test.
+ns1.test. A $NET.2
+EOF
+cat >test.zone <<EOF
+\$ORIGIN test.
+\$TTL 86400
+@ SOA ns1 hostmaster 1 3600 600 86400 3600
+@ NS ns1
+ns1 A $NET.2
+a.root-servers A $NET.1
+bench NS ns1.bench
+ns1.bench A $NET.3
+EOF
+{
+  printf '$ORIGIN bench.test.\n$TTL 86400\n'
+  printf '@ SOA ns1 hostmaster 1 3600 600 86400 3600\n@ NS ns1\nns1 A %s.3\n' "$NET"
+  awk -v n="$NAMES" 'BEGIN { for (i = 0; i < n; i++)
+    printf "h%d A 10.%d.%d.%d\n", i, int(i / 65536) % 256, int(i / 256) % 256, i % 256 }'
+} >bench.zone
+cat >root.hints <<EOF
+.                     3600000  NS  a.root-servers.test.
+a.root-servers.test.  3600000  A   $NET.1
+EOF
+# dnsperf inputs: hot, cold (never asked before the cold run), the rest.
+awk -v n="$HOT" 'BEGIN { for (i = 0; i < n; i++) printf "h%d.bench.test A\n", i }' >hot.txt
+awk -v a="$HOT" -v n="$COLD" 'BEGIN { for (i = a; i < a + n; i++) printf "h%d.bench.test A\n", i }' >cold.txt
+awk -v a="$((HOT + COLD))" -v n="$NAMES" 'BEGIN { for (i = a; i < n; i++) printf "h%d.bench.test A\n", i }' >rest.txt
+
+# ---------------------------------------------------------------- helpers
+# wait_dns ADDR PORT [CLASS TYPE NAME]: until the server answers anything.
+wait_dns() {
+  local addr=$1 port=$2 what=${3:-CH TXT version.bind}
+  for _ in $(seq 1 100); do
+    # shellcheck disable=SC2086
+    if dig @"$addr" -p "$port" +tries=1 +time=1 +norec $what >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "no answer from $addr port $port"
+}
+
+start_nsd() { # N ZONE FILE
+  local n=$1 zone=$2 file=$3
+  cat >"nsd$n.conf" <<EOF
+server:
+  ip-address: $NET.$n
+  port: 53
+  server-count: 1
+  do-ip6: no
+  username: ""
+  chroot: ""
+  zonesdir: "$WORK"
+  database: ""
+  pidfile: "$WORK/nsd$n.pid"
+  xfrdfile: "$WORK/xfrd$n.state"
+  zonelistfile: "$WORK/zone$n.list"
+  logfile: "$WORK/nsd$n.log"
+  verbosity: 0
+  hide-version: yes
+  refuse-any: yes
+remote-control:
+  control-enable: no
+zone:
+  name: "$zone"
+  zonefile: "$file"
+EOF
+  taskset -c 1 "$NSD" -d -c "$WORK/nsd$n.conf" >"nsd$n.out" 2>&1 &
+  PIDS+=($!)
+}
+
+# stat_cpu PID: utime+stime of the whole process, in clock ticks.
+stat_cpu() {
+  local rest
+  rest=$(sed 's/^.*) //' "/proc/$1/stat")
+  # After "pid (comm) ": field 3 is state, so utime (14) and stime (15)
+  # are the 12th and 13th words here.
+  awk '{ print $12 + $13 }' <<<"$rest"
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# perf_run TAG PID ARGS...: runs dnsperf on CPU 1 and prints
+# "sent completed lost qps avg_latency_s noerror cpu_ticks".
+perf_run() {
+  local tag=$1 pid=$2
+  shift 2
+  local c0 c1
+  c0=$(stat_cpu "$pid")
+  taskset -c 1 dnsperf -s 127.0.0.1 "$@" >"$tag.out" 2>&1 || {
+    cat "$tag.out" >&2
+    die "dnsperf failed ($tag)"
+  }
+  c1=$(stat_cpu "$pid")
+  awk -v cpu="$((c1 - c0))" '
+    /Queries sent:/        { sent = $3 }
+    /Queries completed:/   { done = $3 }
+    /Queries lost:/        { lost = $3 }
+    /Queries per second:/  { qps = $4 }
+    /Average Latency/ && lat == "" { lat = $4 }  # TCP adds a connect latency line
+    /Response codes:/      { for (i = 3; i <= NF; i++) if ($i == "NOERROR") { v = $(i + 1); gsub(/,/, "", v); ok = v } }
+    END { printf "%d %d %d %.0f %s %d %d\n", sent, done, lost, qps, (lat == "" ? "0" : lat), ok, cpu }
+  ' "$tag.out"
+}
+
+# cpu_us TICKS COMPLETED: server CPU microseconds per answered query.
+cpu_us() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }'; }
+
+declare -A R # results: R[resolver.metric]
+
+# bench NAME PID PORT: the whole sequence against one running resolver.
+bench() {
+  local name=$1 pid=$2 port=$3 line sent answered lost qps lat ok cpu rss0 rss1 cached=0
+  sleep 0.5
+  rss0=$(rss_kb "$pid")
+  log "$name: warm $HOT names"
+  line=$(perf_run "$name-warm" "$pid" -p "$port" -d hot.txt -n 1 -l 60 -c 10)
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  [ "$ok" -ge $((HOT * 99 / 100)) ] || die "$name: only $ok of $HOT hot names resolved (see $WORK/$name-warm.out)"
+  cached=$((cached + ok))
+
+  log "$name: hot, ${DUR}s"
+  line=$(perf_run "$name-hot" "$pid" -p "$port" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  R[$name.hot_qps]=$qps R[$name.hot_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }')
+  R[$name.hot_lost]=$lost R[$name.hot_cpu]=$(cpu_us "$cpu" "$answered")
+  # Below ~100%, dnsperf (not the server) set the pace and q/s says little.
+  R[$name.hot_busy]=$(awk -v t="$cpu" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", t * 100 / hz / d }')
+
+  log "$name: cold, $COLD new names"
+  line=$(perf_run "$name-cold" "$pid" -p "$port" -d cold.txt -n 1 -l 120 -c 10)
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  R[$name.cold_qps]=$qps R[$name.cold_lost]=$lost R[$name.cold_cpu]=$(cpu_us "$cpu" "$answered")
+  cached=$((cached + ok))
+
+  log "$name: loading the other $((NAMES - HOT - COLD)) names"
+  line=$(perf_run "$name-load" "$pid" -p "$port" -d rest.txt -n 1 -l 300 -c 10)
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  R[$name.load_qps]=$qps R[$name.load_cpu]=$(cpu_us "$cpu" "$answered")
+  cached=$((cached + ok))
+  sleep 1
+  rss1=$(rss_kb "$pid")
+  R[$name.cached]=$cached
+  R[$name.rss_mb]=$(awk -v k="$rss1" 'BEGIN { printf "%.1f", k / 1024 }')
+  R[$name.bytes_name]=$(awk -v a="$rss0" -v b="$rss1" -v n="$cached" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
+
+  local c
+  for c in 10 1000; do
+    log "$name: tcp, $c connections, ${DUR}s"
+    line=$(perf_run "$name-tcp$c" "$pid" -p "$port" -m tcp -d hot.txt -l "$DUR" -c "$c" -q "$((c > 100 ? c : 100))" -Q "$HOT_QPS")
+    read -r sent answered lost qps lat ok cpu <<<"$line"
+    R[$name.tcp${c}_qps]=$qps R[$name.tcp${c}_cpu]=$(cpu_us "$cpu" "$answered") R[$name.tcp${c}_lost]=$lost
+  done
+}
+
+stop() { # PID
+  local pid=$1
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- NSD
+log "starting NSD on $NET.1-3 port 53"
+start_nsd 1 . root.zone
+start_nsd 2 test. test.zone
+start_nsd 3 bench.test. bench.zone
+wait_dns "$NET.1" 53 ". SOA"
+wait_dns "$NET.2" 53 "test. SOA"
+wait_dns "$NET.3" 53 "bench.test. SOA"
+dig @"$NET.3" +norec +short "h$((NAMES - 1)).bench.test" A | grep -q . || die "bench.test zone not loaded (see $WORK/nsd3.log)"
+
+# ---------------------------------------------------------------- resolvd
+cat >resolvd.toml <<EOF
+[server]
+listen = ["127.0.0.1:$RESOLVD_PORT"]
+threads = 1
+tcp_max_connections = 2000
+[resolver]
+root_hints = "$WORK/root.hints"
+query_loopback = true
+upstream_port = 53
+[cache]
+max_size = "1GiB"
+[log]
+level = "warn"
+[control]
+socket = "$WORK/resolvd.sock"
+EOF
+log "starting resolvd on port $RESOLVD_PORT"
+taskset -c 0 "$RESOLVD" --config "$WORK/resolvd.toml" --threads 1 >resolvd.log 2>&1 &
+RPID=$!
+PIDS+=("$RPID")
+wait_dns 127.0.0.1 "$RESOLVD_PORT"
+bench resolvd "$RPID" "$RESOLVD_PORT"
+"$RESOLVD" control --socket "$WORK/resolvd.sock" stats >resolvd.stats 2>&1 || true
+stop "$RPID"
+
+# ---------------------------------------------------------------- Unbound
+cat >unbound.conf <<EOF
+server:
+  interface: 127.0.0.1
+  port: $UNBOUND_PORT
+  do-ip6: no
+  num-threads: 1
+  module-config: "iterator"
+  username: ""
+  chroot: ""
+  directory: "$WORK"
+  pidfile: "$WORK/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  do-not-query-localhost: no
+  root-hints: "$WORK/root.hints"
+  msg-cache-size: 512m
+  rrset-cache-size: 1g
+  so-rcvbuf: 4m
+  so-sndbuf: 4m
+  incoming-num-tcp: 2000
+  num-queries-per-thread: 4096
+  access-control: 127.0.0.0/8 allow
+  # Unbound answers RFC 6761 "test." locally (NXDOMAIN) unless told not to.
+  local-zone: "test." nodefault
+remote-control:
+  control-enable: no
+EOF
+log "starting Unbound on port $UNBOUND_PORT"
+taskset -c 0 "$UNBOUND" -d -c "$WORK/unbound.conf" >unbound.log 2>&1 &
+UPID=$!
+PIDS+=("$UPID")
+wait_dns 127.0.0.1 "$UNBOUND_PORT"
+bench unbound "$UPID" "$UNBOUND_PORT"
+stop "$UPID"
+
+# ---------------------------------------------------------------- report
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a ~ /^[0-9.]+$/) printf "%.2f", a / b; else print "n/a" }'; }
+row() { # LABEL KEY
+  printf '%-34s %12s %12s %10s\n' "$1" "${R[resolvd.$2]}" "${R[unbound.$2]}" "$(ratio "${R[resolvd.$2]}" "${R[unbound.$2]}")"
+}
+echo
+echo "resolvd vs Unbound $("$UNBOUND" -V | awk 'NR == 1 { print $2 }'): 1 worker thread each on CPU 0, dnsperf on CPU 1"
+echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), ${DUR}s timed runs, $NAMES names ($HOT hot, $COLD cold)"
+echo
+printf '%-34s %12s %12s %10s\n' metric resolvd unbound ratio
+printf '%-34s %12s %12s %10s\n' ------ ------- ------- -----
+row "UDP hot q/s" hot_qps
+row "UDP hot server CPU us/query" hot_cpu
+row "UDP hot mean latency us" hot_lat
+row "UDP hot lost queries" hot_lost
+row "UDP hot server CPU busy %" hot_busy
+row "cold q/s (${COLD} new names)" cold_qps
+row "cold server CPU us/query" cold_cpu
+row "cold lost queries" cold_lost
+row "load q/s ($((NAMES - HOT - COLD)) more new names)" load_qps
+row "load server CPU us/query" load_cpu
+row "names cached (NOERROR answers)" cached
+row "VmRSS after load MiB" rss_mb
+row "resident bytes per cached name" bytes_name
+row "TCP q/s, 10 conns" tcp10_qps
+row "TCP server CPU us/query, 10 conns" tcp10_cpu
+row "TCP lost, 10 conns" tcp10_lost
+row "TCP q/s, 1000 conns" tcp1000_qps
+row "TCP server CPU us/query, 1000 conns" tcp1000_cpu
+row "TCP lost, 1000 conns" tcp1000_lost
+echo
+echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
+echo "When 'CPU busy %' is well below 100, dnsperf on CPU 1 was the bottleneck: compare CPU us/query, not q/s."
