@@ -180,6 +180,7 @@ fn bench_answer_now(c: &mut Criterion) {
         HandlerConfig {
             allow: vec!["127.0.0.0/8".parse().expect("prefix")],
             udp_payload_size: 1232,
+            max_pending: 10_000,
             query_deadline: Duration::from_secs(5),
         },
         Arc::new(zones),

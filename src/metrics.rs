@@ -81,7 +81,7 @@ impl Metrics {
             hits as f64 / (hits + misses) as f64
         };
         format!(
-            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\ndropped {}\nupstream_queries {}\nlatency_p50_us {}\nlatency_p90_us {}\nlatency_p99_us {}\n",
+            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\ndropped {}\nupstream_queries {}\nresolve_latency_p50_us {}\nresolve_latency_p90_us {}\nresolve_latency_p99_us {}\n",
             g(&self.queries),
             hits,
             misses,

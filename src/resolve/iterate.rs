@@ -169,7 +169,7 @@ impl Iterator {
             for _ in 0..=self.cfg.max_cname_chain {
                 // Known authoritative data first: the tail of a cached chain
                 // needs no upstream query.
-                if let Some(rs) = self.store.get(&current, qtype, Rank::NonAuthAnswer) {
+                if let Some(rs) = self.store.get_fresh(&current, qtype) {
                     chain.extend(rs);
                     return Ok(answer(chain));
                 }
@@ -388,7 +388,14 @@ impl Iterator {
             tried += 1;
             for t in [RecordType::A, RecordType::AAAA] {
                 if let Ok(s) = self.resolve_name(ns, t, budget, depth + 1).await {
-                    addrs.extend(s.answer.iter().filter_map(record_addr));
+                    let found: Vec<Record> = s
+                        .answer
+                        .into_iter()
+                        .filter(|r| record_addr(r).is_some())
+                        .collect();
+                    addrs.extend(found.iter().filter_map(record_addr));
+                    // Remembered so the next walk through this zone has them.
+                    self.store.put_all(&found, Rank::NonAuthAnswer);
                 }
                 if !addrs.is_empty() {
                     break;
@@ -480,7 +487,12 @@ impl Iterator {
         if !answers.is_empty() {
             let (used, _, _) = follow_chain(&answers, sname, stype);
             if !used.is_empty() {
-                self.store.put_all(&used, rank);
+                // A plain answer lives in the answer cache already; the
+                // store keeps chains, so a question about any link's target
+                // is answered without going upstream.
+                if used.iter().any(|r| r.record_type() != stype) {
+                    self.store.put_all(&used, rank);
+                }
                 if rc == ResponseCode::NXDomain {
                     return Some(Outcome::Negative {
                         rcode: rcode::NXDOMAIN,

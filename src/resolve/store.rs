@@ -172,10 +172,17 @@ impl Store {
         )
     }
 
-    /// The rank of what is stored, if live.
-    pub fn rank(&self, name: &Name, rtype: RecordType) -> Option<Rank> {
+    /// Answer-grade records with more than a tenth of their TTL left: data
+    /// about to expire is refreshed upstream rather than reused (this is
+    /// what makes a prefetch a real refresh).
+    pub fn get_fresh(&self, name: &Name, rtype: RecordType) -> Option<Vec<Record>> {
         let set = self.sets.get(&(name.to_lowercase(), rtype))?;
-        (set.remaining(Instant::now()) > 0).then_some(set.rank)
+        if set.rank < Rank::NonAuthAnswer
+            || set.remaining(Instant::now()) as u64 * 10 <= set.ttl as u64
+        {
+            return None;
+        }
+        self.get(name, rtype, Rank::NonAuthAnswer)
     }
 
     /// The deepest zone cut at or above `name` with a live NS set.

@@ -179,7 +179,9 @@ impl Upstream {
             .await
             .map_err(ExchangeError::Unreachable)?;
         let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 65535];
+        // Large enough for anything we invited (our EDNS size); a larger
+        // datagram is truncated by the kernel, fails to parse and is ignored.
+        let mut buf = vec![0u8; (self.cfg.edns_payload as usize).max(512) + 1];
         loop {
             let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => return Err(ExchangeError::Timeout),
