@@ -84,14 +84,15 @@ fn filled_cache() -> AnswerCache {
             .expect("stored");
     }
     // Let moka finish its pending inserts so lookups see a settled cache.
-    let (entries, _) = cache.usage();
+    let (entries, weighed) = cache.usage();
     assert_eq!(entries as usize, CACHE_ENTRIES, "cache evicted entries");
     // Printed for the first fill only: later fills reuse freed memory.
     static PRINTED: AtomicBool = AtomicBool::new(false);
     if let (Some(a), Some(b), false) = (rss0, vm_rss(), PRINTED.swap(true, Ordering::Relaxed)) {
         eprintln!(
-            "AnswerCache alone: {} resident bytes per entry ({CACHE_ENTRIES} two-record answers)",
-            b.saturating_sub(a) / CACHE_ENTRIES as u64
+            "AnswerCache alone: {} resident bytes per entry, {} counted by its weigher ({CACHE_ENTRIES} two-record answers)",
+            b.saturating_sub(a) / CACHE_ENTRIES as u64,
+            weighed / CACHE_ENTRIES as u64
         );
     }
     cache

@@ -8,9 +8,12 @@
 //! - NXDOMAIN names, so a name below one is answered without asking
 //!   (RFC 8020 §2).
 //!
-//! Entries stay in moka for `stale_max` past their TTL when serve-stale
-//! (RFC 8767) is on; [`WireAnswer::expired`] tells live from stale. The
-//! iterator's own RRset and delegation caches are in `resolve::store`.
+//! Expiry is lazy, as in Unbound: an entry is checked against its TTL when
+//! read ([`WireAnswer::expired`]) and stays until memory pressure evicts it
+//! or `max_ttl + stale_max` passes, so expired entries can be served stale
+//! (RFC 8767) for up to `stale_max`. Per-entry timers would cost ~50 bytes
+//! an entry for nothing. The iterator's RRsets and delegations live in
+//! `resolve::store`.
 
 use crate::config::CacheConfig;
 use crate::wire::answer::{Sections, WireAnswer};
@@ -39,7 +42,7 @@ pub struct AnswerCache {
 /// (hash table slot, LRU and timer-wheel nodes) and allocator rounding.
 /// Measured with `cargo bench --bench hot_path` (resident bytes per entry
 /// minus what the weigher counted), so `max_size` bounds real memory.
-const ENTRY_OVERHEAD: usize = 440;
+const ENTRY_OVERHEAD: usize = 408;
 
 /// An NXDOMAIN remembered for RFC 8020 cuts.
 #[derive(Debug)]
@@ -48,25 +51,6 @@ pub struct NxDomain {
     pub soa: Record,
     /// When it was stored.
     pub stored_at: Instant,
-}
-
-struct TtlExpiry {
-    stale: Duration,
-}
-
-impl Expiry<CacheKey, Entry> for TtlExpiry {
-    fn expire_after_create(&self, _k: &CacheKey, v: &Entry, _now: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(v.ttl as u64) + self.stale)
-    }
-    fn expire_after_update(
-        &self,
-        k: &Box<[u8]>,
-        v: &Entry,
-        now: Instant,
-        _d: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(k, v, now)
-    }
 }
 
 struct NxExpiry;
@@ -94,7 +78,7 @@ impl AnswerCache {
                 .weigher(|k: &CacheKey, v: &Entry| {
                     u32::try_from(k.len() + v.size() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
                 })
-                .expire_after(TtlExpiry { stale })
+                .time_to_live(Duration::from_secs(cfg.max_ttl as u64) + stale)
                 .support_invalidation_closures()
                 // aHash with per-process random keys: a third of SipHash's
                 // cost on the hit path, still resistant to chosen-key floods.

@@ -278,9 +278,11 @@ impl Handler {
             }
         }
         let stale = if self.cache.config().serve_stale {
+            let max = self.cache.config().stale_max.0;
+            let now = Instant::now();
             self.cache
                 .get(q.key())
-                .filter(|e| e.rcode != rcode::SERVFAIL)
+                .filter(|e| e.rcode != rcode::SERVFAIL && e.expired_for(now) <= max)
         } else {
             None
         };

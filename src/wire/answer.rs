@@ -30,12 +30,14 @@ pub struct Ede {
 /// A complete answer to one (name, type) question, stored as wire bytes.
 #[derive(Debug)]
 pub struct WireAnswer {
-    /// Header (ID 0) + question + answer/authority/additional, no OPT.
-    msg: Box<[u8]>,
+    /// Header (ID 0) + question + answer/authority/additional (no OPT),
+    /// followed by the offset of every record's TTL as big-endian u16s:
+    /// one allocation per answer, since a cache holds millions of them.
+    data: Box<[u8]>,
+    /// Length of the message part of `data`.
+    msg_len: u16,
     /// Offset just past the question.
-    question_end: usize,
-    /// Offset of every record's TTL field.
-    ttl_offsets: Box<[u16]>,
+    question_end: u16,
     /// When the TTLs in `msg` were current.
     pub stored_at: Instant,
     /// Lifetime: the smallest TTL in the message (RFC 2181 §5.2, 2308 §5).
@@ -44,8 +46,9 @@ pub struct WireAnswer {
     pub rcode: u16,
     /// AA flag: set for local zones only.
     pub authoritative: bool,
-    /// Extended DNS error to attach when the client speaks EDNS.
-    pub ede: Option<Ede>,
+    /// Extended DNS error to attach when the client speaks EDNS (boxed:
+    /// rare, and an inline String would grow every entry).
+    pub ede: Option<Box<Ede>>,
     /// ECS scope prefix to echo, when the answer depended on the subnet.
     pub ecs_scope: Option<u8>,
     /// Set once a prefetch for this entry has begun, so a hot entry is
@@ -123,15 +126,21 @@ impl WireAnswer {
         }
         let (question_end, ttl_offsets) =
             ttl_offsets(&bytes).ok_or_else(|| EncodeError("unreadable encoding".into()))?;
+        let msg_len = bytes.len();
+        let mut data = bytes;
+        data.reserve_exact(ttl_offsets.len() * 2);
+        for off in ttl_offsets {
+            data.extend_from_slice(&off.to_be_bytes());
+        }
         Ok(WireAnswer {
-            msg: bytes.into_boxed_slice(),
-            question_end,
-            ttl_offsets: ttl_offsets.into_boxed_slice(),
+            data: data.into_boxed_slice(),
+            msg_len: msg_len as u16,
+            question_end: question_end as u16,
             stored_at: Instant::now(),
             ttl: ttl.unwrap_or(0),
             rcode: s.rcode,
             authoritative: s.authoritative,
-            ede: s.ede,
+            ede: s.ede.map(Box::new),
             ecs_scope: s.ecs_scope,
             prefetch_started: AtomicBool::new(false),
         })
@@ -141,9 +150,9 @@ impl WireAnswer {
     /// last resort when encoding does.
     pub fn bare(rcode: u16) -> WireAnswer {
         WireAnswer {
-            msg: vec![0u8; 12].into_boxed_slice(),
+            data: vec![0u8; 12].into_boxed_slice(),
+            msg_len: 12,
             question_end: 12,
-            ttl_offsets: Box::new([]),
             stored_at: Instant::now(),
             ttl: 0,
             rcode,
@@ -157,15 +166,24 @@ impl WireAnswer {
     /// Bytes held, for the cache's weigher.
     pub fn size(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.msg.len()
-            + self.ttl_offsets.len() * 2
-            + self.ede.as_ref().map_or(0, |e| e.text.len())
+            + self.data.len()
+            + self
+                .ede
+                .as_ref()
+                .map_or(0, |e| std::mem::size_of::<Ede>() + e.text.len())
     }
 
     /// Seconds left before expiry at `now` (0 when expired).
     pub fn remaining(&self, now: Instant) -> u32 {
         let age = now.saturating_duration_since(self.stored_at).as_secs();
         (self.ttl as u64).saturating_sub(age) as u32
+    }
+
+    /// How long ago the entry expired (zero while live).
+    pub fn expired_for(&self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(
+            self.stored_at + std::time::Duration::from_secs(self.ttl as u64),
+        )
     }
 
     /// Whether the entry has lived past its TTL.
@@ -177,11 +195,12 @@ impl WireAnswer {
     /// once `out` has grown to a typical reply size.
     pub fn write_reply(&self, q: &Query<'_>, now: Instant, ctx: ReplyContext, out: &mut Vec<u8>) {
         out.clear();
-        out.extend_from_slice(&self.msg);
+        let (msg, offsets) = self.data.split_at(self.msg_len as usize);
+        out.extend_from_slice(msg);
         let age = now.saturating_duration_since(self.stored_at).as_secs();
         let age = u32::try_from(age).unwrap_or(u32::MAX);
-        for &off in self.ttl_offsets.iter() {
-            let off = off as usize;
+        for off in offsets.chunks_exact(2) {
+            let off = u16::from_be_bytes([off[0], off[1]]) as usize;
             if let Some(field) = out.get_mut(off..off + 4) {
                 let orig = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
                 let ttl = if ctx.stale {
@@ -194,7 +213,7 @@ impl WireAnswer {
         }
         // The client's question bytes keep its letter case (0x20 clients
         // compare them). Equal length is guaranteed by the key match.
-        if let Some(dst) = out.get_mut(12..self.question_end) {
+        if let Some(dst) = out.get_mut(12..self.question_end as usize) {
             if dst.len() == q.question.len() {
                 dst.copy_from_slice(q.question);
             }
@@ -221,7 +240,7 @@ impl WireAnswer {
             o.append(out);
         }
         if out.len() > ctx.limit {
-            out.truncate(self.question_end);
+            out.truncate(self.question_end as usize);
             set_counts(out, 0, 0, 0);
             set_header(out, q.id, flags | 0x0200);
             if let Some(o) = &opt {
