@@ -242,3 +242,10 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
     }
     Ok(())
 }
+
+/// mimalloc instead of glibc malloc: resolution allocates and frees many
+/// short-lived objects between long-lived cache entries, and glibc's
+/// fragmentation kept ~40% more memory resident per cached name
+/// (benches/dnsperf.sh: 921 -> 524 bytes per name).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
