@@ -20,19 +20,27 @@ use crate::wire::answer::{Sections, WireAnswer};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use moka::sync::Cache;
 use moka::Expiry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A cached answer shared between the cache and replies in progress.
 pub type Entry = Arc<WireAnswer>;
 
-/// Lower-cased wire name + QTYPE; looked up by `&[u8]` without allocating.
+/// Lower-cased wire name + QTYPE, owned (for maps of work in progress).
 pub type CacheKey = Box<[u8]>;
 
 /// The client-facing answer cache.
 #[derive(Clone)]
 pub struct AnswerCache {
-    answers: Option<Cache<CacheKey, Entry, ahash::RandomState>>,
+    /// Indexed by a keyed hash of the cache key rather than the key itself:
+    /// the answer already holds its question, so storing the key again
+    /// would cost an allocation per entry. A hit is confirmed against the
+    /// stored question ([`WireAnswer::answers_key`]); two keys whose hashes
+    /// collide evict each other, they are never confused.
+    answers: Option<Cache<u64, Entry, BuildHasherDefault<PrehashedKey>>>,
+    /// Random per process (aHash), so clients cannot aim for collisions.
+    hash_keys: ahash::RandomState,
     /// Names known not to exist, with the SOA that said so.
     nxdomains: Option<Cache<Name, Arc<NxDomain>>>,
     cfg: CacheConfig,
@@ -42,7 +50,7 @@ pub struct AnswerCache {
 /// (hash table slot, LRU and timer-wheel nodes) and allocator rounding.
 /// Measured with `cargo bench --bench hot_path` (resident bytes per entry
 /// minus what the weigher counted), so `max_size` bounds real memory.
-const ENTRY_OVERHEAD: usize = 408;
+const ENTRY_OVERHEAD: usize = 391;
 
 /// An NXDOMAIN remembered for RFC 8020 cuts.
 #[derive(Debug)]
@@ -51,6 +59,25 @@ pub struct NxDomain {
     pub soa: Record,
     /// When it was stored.
     pub stored_at: Instant,
+}
+
+/// The answer cache's keys are already keyed hashes: pass them through.
+#[derive(Default)]
+pub struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 struct NxExpiry;
@@ -75,14 +102,12 @@ impl AnswerCache {
         let answers = enabled.then(|| {
             Cache::builder()
                 .max_capacity(cfg.max_size.0 / 16 * 11)
-                .weigher(|k: &CacheKey, v: &Entry| {
-                    u32::try_from(k.len() + v.size() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                .weigher(|_k: &u64, v: &Entry| {
+                    u32::try_from(v.size() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
                 })
                 .time_to_live(Duration::from_secs(cfg.max_ttl as u64) + stale)
                 .support_invalidation_closures()
-                // aHash with per-process random keys: a third of SipHash's
-                // cost on the hit path, still resistant to chosen-key floods.
-                .build_with_hasher(ahash::RandomState::new())
+                .build_with_hasher(BuildHasherDefault::<PrehashedKey>::default())
         });
         let nxdomains = enabled.then(|| {
             Cache::builder()
@@ -96,6 +121,7 @@ impl AnswerCache {
         });
         AnswerCache {
             answers,
+            hash_keys: ahash::RandomState::new(),
             nxdomains,
             cfg: cfg.clone(),
         }
@@ -104,7 +130,8 @@ impl AnswerCache {
     /// The entry for a key, live or stale.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.answers.as_ref()?.get(key)
+        let e = self.answers.as_ref()?.get(&self.hash_keys.hash_one(key))?;
+        e.answers_key(key).then_some(e)
     }
 
     /// Applies TTL policy to fresh sections and stores them; returns the
@@ -150,7 +177,7 @@ impl AnswerCache {
         let a = Arc::new(a);
         if a.ttl > 0 {
             if let Some(c) = &self.answers {
-                c.insert(key.into(), a.clone());
+                c.insert(self.hash_keys.hash_one(key), a.clone());
             }
             if s.rcode == 3 {
                 if let (Some(nx), Some(soa)) = (
@@ -211,14 +238,12 @@ impl AnswerCache {
         let wire = name_to_wire(&target);
         if let Some(c) = &self.answers {
             let w = wire.clone();
-            let _ = c.invalidate_entries_if(move |k, _| {
-                let Some(name_part) = k.get(..k.len().saturating_sub(2)) else {
-                    return false;
-                };
+            let _ = c.invalidate_entries_if(move |_, v| {
+                let name = v.question_name();
                 if subtree {
-                    name_part.ends_with(&w) && label_boundary(name_part, w.len())
+                    name.ends_with(&w) && label_boundary(name, w.len())
                 } else {
-                    name_part == &w[..]
+                    name == &w[..]
                 }
             });
             c.run_pending_tasks();

@@ -38,8 +38,9 @@ pub struct WireAnswer {
     msg_len: u16,
     /// Offset just past the question.
     question_end: u16,
-    /// When the TTLs in `msg` were current.
-    pub stored_at: Instant,
+    /// When the TTLs in the message were current, in milliseconds since
+    /// [`epoch`] (8 bytes where an `Instant` takes 16, per cached answer).
+    stored_at: u64,
     /// Lifetime: the smallest TTL in the message (RFC 2181 §5.2, 2308 §5).
     pub ttl: u32,
     /// RCODE (4 bits; extended codes are never stored).
@@ -65,6 +66,17 @@ pub struct ReplyContext {
     pub our_payload: u16,
     /// Serve expired data with TTL 30 and EDE 3 (RFC 8767 §4).
     pub stale: bool,
+}
+
+/// The process's reference point for stored times.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds from [`epoch`] to `t` (0 for earlier instants).
+fn millis(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64
 }
 
 /// TTL given to stale answers (RFC 8767 §4 recommends 30 seconds).
@@ -136,7 +148,7 @@ impl WireAnswer {
             data: data.into_boxed_slice(),
             msg_len: msg_len as u16,
             question_end: question_end as u16,
-            stored_at: Instant::now(),
+            stored_at: millis(Instant::now()),
             ttl: ttl.unwrap_or(0),
             rcode: s.rcode,
             authoritative: s.authoritative,
@@ -153,7 +165,7 @@ impl WireAnswer {
             data: vec![0u8; 12].into_boxed_slice(),
             msg_len: 12,
             question_end: 12,
-            stored_at: Instant::now(),
+            stored_at: millis(Instant::now()),
             ttl: 0,
             rcode,
             authoritative: false,
@@ -173,17 +185,44 @@ impl WireAnswer {
                 .map_or(0, |e| std::mem::size_of::<Ede>() + e.text.len())
     }
 
+    /// Whole seconds since the answer was stored.
+    fn age(&self, now: Instant) -> u64 {
+        millis(now).saturating_sub(self.stored_at) / 1000
+    }
+
     /// Seconds left before expiry at `now` (0 when expired).
     pub fn remaining(&self, now: Instant) -> u32 {
-        let age = now.saturating_duration_since(self.stored_at).as_secs();
-        (self.ttl as u64).saturating_sub(age) as u32
+        (self.ttl as u64).saturating_sub(self.age(now)) as u32
     }
 
     /// How long ago the entry expired (zero while live).
     pub fn expired_for(&self, now: Instant) -> std::time::Duration {
-        now.saturating_duration_since(
-            self.stored_at + std::time::Duration::from_secs(self.ttl as u64),
-        )
+        let expiry = self.stored_at + self.ttl as u64 * 1000;
+        std::time::Duration::from_millis(millis(now).saturating_sub(expiry))
+    }
+
+    /// Whether this answers the cache key `key` (lower-cased wire name +
+    /// QTYPE): the cache is indexed by a hash of the key, so a hit is
+    /// confirmed against the stored question.
+    pub fn answers_key(&self, key: &[u8]) -> bool {
+        let qend = self.question_end as usize;
+        let (Some(name), Some(qtype)) = (
+            self.data.get(12..qend.saturating_sub(4)),
+            self.data
+                .get(qend.saturating_sub(4)..qend.saturating_sub(2)),
+        ) else {
+            return false;
+        };
+        let (key_name, key_type) = key.split_at(key.len().saturating_sub(2));
+        // Letters fold, the type does not (QTYPE 65 must not match 97).
+        name.eq_ignore_ascii_case(key_name) && qtype == key_type
+    }
+
+    /// The stored question's wire name (lower case).
+    pub fn question_name(&self) -> &[u8] {
+        self.data
+            .get(12..(self.question_end as usize).saturating_sub(4))
+            .unwrap_or(&[])
     }
 
     /// Whether the entry has lived past its TTL.
@@ -197,8 +236,7 @@ impl WireAnswer {
         out.clear();
         let (msg, offsets) = self.data.split_at(self.msg_len as usize);
         out.extend_from_slice(msg);
-        let age = now.saturating_duration_since(self.stored_at).as_secs();
-        let age = u32::try_from(age).unwrap_or(u32::MAX);
+        let age = u32::try_from(self.age(now)).unwrap_or(u32::MAX);
         for off in offsets.chunks_exact(2) {
             let off = u16::from_be_bytes([off[0], off[1]]) as usize;
             if let Some(field) = out.get_mut(off..off + 4) {
@@ -392,5 +430,34 @@ pub fn write_error(
             ecs: None,
         }
         .append(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn key(name: &[u8], qtype: u16) -> Vec<u8> {
+        let mut k = name.to_vec();
+        k.extend_from_slice(&qtype.to_be_bytes());
+        k
+    }
+
+    #[test]
+    fn key_match_folds_letters_but_not_the_type() {
+        let name = Name::from_str("a.test.").unwrap();
+        let a = WireAnswer::encode(&name, RecordType::from(65), Sections::default()).unwrap();
+        assert!(a.answers_key(&key(b"\x01a\x04test\x00", 65)));
+        assert!(a.answers_key(&key(b"\x01A\x04TEST\x00", 65)));
+        // 0x41 and 0x61 differ only in the ASCII case bit.
+        assert!(!a.answers_key(&key(b"\x01a\x04test\x00", 97)));
+        assert!(!a.answers_key(&key(b"\x01b\x04test\x00", 65)));
+        assert!(!a.answers_key(b""));
+    }
+
+    #[test]
+    fn bare_answer_never_matches_a_key() {
+        assert!(!WireAnswer::bare(2).answers_key(&key(b"\x00", 1)));
     }
 }
