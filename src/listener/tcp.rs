@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -95,20 +95,12 @@ async fn connection(
     tasks: TaskTracker,
 ) {
     let Ok(peer) = stream.peer_addr() else { return };
-    let (rd, mut wr) = stream.into_split();
-    // Messages on the channel are already framed; a fast-path batch is many
-    // replies in one buffer, written with one system call.
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.max_inflight.max(1));
+    let (rd, wr) = stream.into_split();
     let idle = limits.idle_timeout;
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            match tokio::time::timeout(idle, wr.write_all(&msg)).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    // The reader writes fast-path replies itself (no hop through another
+    // task); resolutions finishing later take the same lock for theirs.
+    // A tokio Mutex because the guard is held across the write.
+    let wr = Arc::new(Mutex::new(wr));
     // Pipelining clients send many queries per segment: read them through
     // a buffer and answer every complete one before writing.
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
@@ -121,9 +113,10 @@ async fn connection(
         if batch.len() > 64 * 1024 || (!batch.is_empty() && !frame_buffered(rd.buffer())) {
             // Nothing more to answer without waiting (or plenty already):
             // send what we have.
-            if tx.send(std::mem::take(&mut batch)).await.is_err() {
+            if !write(&wr, &batch, idle).await {
                 break;
             }
+            batch.clear();
         }
         let frame = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -153,7 +146,7 @@ async fn connection(
                 };
                 let pkt = pkt.to_vec();
                 let handler = handler.clone();
-                let tx = tx.clone();
+                let wr = wr.clone();
                 tasks.spawn(async move {
                     let mut out = Vec::with_capacity(1024);
                     handler
@@ -162,7 +155,7 @@ async fn connection(
                     if !out.is_empty() {
                         let mut framed = Vec::with_capacity(out.len() + 2);
                         push_framed(&mut framed, &out);
-                        let _ = tx.send(framed).await;
+                        write(&wr, &framed, idle).await;
                     }
                     drop(permit);
                 });
@@ -170,12 +163,23 @@ async fn connection(
         }
     }
     if !batch.is_empty() {
-        let _ = tx.send(batch).await;
+        write(&wr, &batch, idle).await;
     }
-    // The writer finishes once every pending answer has been sent (all
-    // senders dropped), then closes the stream.
-    drop(tx);
-    let _ = writer.await;
+    // Answers still being resolved get written before the stream closes
+    // (bounded: each resolution has its own deadline).
+    let all = u32::try_from(max_inflight).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(idle, inflight.acquire_many(all)).await;
+    let _ = wr.lock().await.shutdown().await;
+}
+
+/// Writes framed replies; false when the client is gone or too slow to
+/// take them within `limit` (the connection is then given up).
+async fn write(wr: &Mutex<OwnedWriteHalf>, bytes: &[u8], limit: Duration) -> bool {
+    let mut w = wr.lock().await;
+    matches!(
+        tokio::time::timeout(limit, w.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Appends a 2-byte length and the message (RFC 1035 §4.2.2).
