@@ -9,22 +9,13 @@ use hickory_proto::rr::{RData, RecordType};
 use resolvd::config::Dur;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::under_test::{config_for, start};
+use support::under_test::{config_for, root_zone, start};
 use support::*;
 
 const T: u64 = 6000;
 
 fn world(n: u8) -> Vec<ServerSpec> {
-    let root = format!(
-        "$ORIGIN .
-$TTL 86400
-@ SOA a.root-servers.test. hostmaster.test. 1 3600 600 86400 300
-@ NS a.root-servers.test.
-a.root-servers.test. A 127.{n}.0.1
-test. NS ns1.test.
-ns1.test. A 127.{n}.0.2
-"
-    );
+    let root = root_zone(n, &[("test", 2)]);
     let tld = format!(
         "$ORIGIN test.
 $TTL 86400

@@ -8,7 +8,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::under_test::{config_for, start};
+use support::under_test::{config_for, root_zone, start};
 use support::*;
 
 const T: u64 = 6000;
@@ -18,18 +18,7 @@ const T: u64 = 6000;
 ///                       → a.test./b.test. (glueless cycle), explode.test.
 /// root .1 → other. .5 → corp.other. .8
 fn world(n: u8) -> Vec<ServerSpec> {
-    let root = format!(
-        "$ORIGIN .
-$TTL 86400
-@ SOA a.root-servers.test. hostmaster.test. 1 3600 600 86400 300
-@ NS a.root-servers.test.
-a.root-servers.test. A 127.{n}.0.1
-test. NS ns1.test.
-ns1.test. A 127.{n}.0.2
-other. NS ns1.other.
-ns1.other. A 127.{n}.0.5
-"
-    );
+    let root = root_zone(n, &[("test", 2), ("other", 5)]);
     let mut tld = format!(
         "$ORIGIN test.
 $TTL 86400

@@ -78,6 +78,19 @@ async fn daemon(cfg: &Config) -> (Daemon, SocketAddr) {
     (d, a)
 }
 
+/// Asks for api.svc.test A from the source address `from`.
+async fn api_from(addr: SocketAddr, from: &str) -> Message {
+    query_udp_from(
+        from.parse().unwrap(),
+        addr,
+        "api.svc.test.",
+        RecordType::A,
+        T,
+    )
+    .await
+    .expect("reply")
+}
+
 fn first_a(m: &Message) -> String {
     match m.answers().first().and_then(|r| r.data()) {
         Some(RData::A(a)) => a.0.to_string(),
@@ -90,27 +103,11 @@ async fn region_is_chosen_by_source_address() {
     let dir = tempfile::tempdir().unwrap();
     let (_d, addr) = daemon(&config(dir.path(), GEO)).await;
     for _ in 0..10 {
-        let eu = query_udp_from(
-            "127.0.1.7".parse().unwrap(),
-            addr,
-            "api.svc.test.",
-            RecordType::A,
-            T,
-        )
-        .await
-        .unwrap();
+        let eu = api_from(addr, "127.0.1.7").await;
         assert!(eu.authoritative());
         assert_eq!(first_a(&eu), "192.0.2.20");
         assert_eq!(eu.answers()[0].ttl(), 30);
-        let us = query_udp_from(
-            "127.0.2.7".parse().unwrap(),
-            addr,
-            "api.svc.test.",
-            RecordType::A,
-            T,
-        )
-        .await
-        .unwrap();
+        let us = api_from(addr, "127.0.2.7").await;
         assert_eq!(first_a(&us), "198.51.100.20");
     }
 }
@@ -154,15 +151,7 @@ async fn fallback_serves_all_members_to_unmapped_clients() {
     let (_d, addr) = daemon(&config(dir.path(), GEO)).await;
     let mut seen = BTreeMap::new();
     for _ in 0..200 {
-        let m = query_udp_from(
-            "127.0.3.1".parse().unwrap(),
-            addr,
-            "api.svc.test.",
-            RecordType::A,
-            T,
-        )
-        .await
-        .unwrap();
+        let m = api_from(addr, "127.0.3.1").await;
         *seen.entry(first_a(&m)).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "both regions' members: {seen:?}");
@@ -217,30 +206,14 @@ async fn static_records_negative_answers_and_wildcards_are_authoritative() {
 async fn reload_swaps_the_pool_and_a_bad_reload_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let (d, addr) = daemon(&config(dir.path(), GEO)).await;
-    let before = query_udp_from(
-        "127.0.1.7".parse().unwrap(),
-        addr,
-        "api.svc.test.",
-        RecordType::A,
-        T,
-    )
-    .await
-    .unwrap();
+    let before = api_from(addr, "127.0.1.7").await;
     assert_eq!(first_a(&before), "192.0.2.20");
     let new = config(
         dir.path(),
         r#"{ value = "192.0.2.44", weight = 1, region = "eu" }"#,
     );
     d.reload(&new).unwrap();
-    let after = query_udp_from(
-        "127.0.1.7".parse().unwrap(),
-        addr,
-        "api.svc.test.",
-        RecordType::A,
-        T,
-    )
-    .await
-    .unwrap();
+    let after = api_from(addr, "127.0.1.7").await;
     assert_eq!(first_a(&after), "192.0.2.44");
     let bad = config(
         dir.path(),
@@ -248,14 +221,6 @@ async fn reload_swaps_the_pool_and_a_bad_reload_keeps_the_old_one() {
     );
     let err = d.reload(&bad).unwrap_err().to_string();
     assert!(err.contains("mars"), "{err}");
-    let still = query_udp_from(
-        "127.0.1.7".parse().unwrap(),
-        addr,
-        "api.svc.test.",
-        RecordType::A,
-        T,
-    )
-    .await
-    .unwrap();
+    let still = api_from(addr, "127.0.1.7").await;
     assert_eq!(first_a(&still), "192.0.2.44", "old config keeps serving");
 }

@@ -27,3 +27,22 @@ pub async fn start(cfg: &Config) -> (Daemon, SocketAddr) {
     let addr = d.local_addrs()[0];
     (d, addr)
 }
+
+/// A root zone served from 127.`n`.0.1 that delegates each `(tld, host)`
+/// to `ns1.<tld>` at 127.`n`.0.`host`, with glue.
+pub fn root_zone(n: u8, tlds: &[(&str, u8)]) -> String {
+    let mut z = format!(
+        "$ORIGIN .
+$TTL 86400
+@ SOA a.root-servers.test. hostmaster.test. 1 3600 600 86400 300
+@ NS a.root-servers.test.
+a.root-servers.test. A 127.{n}.0.1
+"
+    );
+    for (tld, host) in tlds {
+        z.push_str(&format!(
+            "{tld}. NS ns1.{tld}.\nns1.{tld}. A 127.{n}.0.{host}\n"
+        ));
+    }
+    z
+}
