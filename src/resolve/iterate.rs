@@ -670,7 +670,7 @@ fn follow_chain(records: &[Record], start: &Name, qtype: RecordType) -> (Vec<Rec
         let dname = dname_above(records, &cur);
         if let Some(d) = dname {
             let Some(target) = dname_target(d) else { break };
-            let keep = cur.num_labels() as usize - d.name().num_labels() as usize;
+            let keep = cur.iter().count().saturating_sub(d.name().iter().count());
             let prefix: Vec<Vec<u8>> = cur.iter().take(keep).map(|l| l.to_vec()).collect();
             let Ok(new) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
                 break;

@@ -89,6 +89,8 @@ pub mod rcode {
 }
 
 const CLASS_IN: u16 = 1;
+const QTYPE_IXFR: u16 = 251;
+const QTYPE_AXFR: u16 = 252;
 const CLASS_CH: u16 = 3;
 const CLASS_ANY: u16 = 255;
 
@@ -207,6 +209,11 @@ impl<'a> Query<'a> {
         }
         if opcode != 0 {
             return Err(reject(rcode::NOTIMP));
+        }
+        // Zone transfers are not something a resolver serves (Unbound
+        // refuses them too); over UDP they would only invite amplification.
+        if matches!(qtype, QTYPE_IXFR | QTYPE_AXFR) {
+            return Err(reject(rcode::REFUSED));
         }
         match qclass {
             CLASS_IN => {}
@@ -369,6 +376,17 @@ mod tests {
         let p = query(b"\x03www\x07example\x03com\x00", 1, 1, Some(opt));
         for n in 0..p.len() {
             assert!(Query::parse(&p[..n]).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn zone_transfer_requests_are_refused() {
+        for t in [251u16, 252] {
+            let p = query(b"\x01a\x00", t, 1, None);
+            assert!(matches!(
+                Query::parse(&p),
+                Err(Rejection::Error { rcode: 5, .. })
+            ));
         }
     }
 
