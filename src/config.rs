@@ -123,7 +123,7 @@ pub struct ResolverConfig {
     pub max_cname_chain: u32,
     /// How long a dead or lame server is skipped.
     pub server_hold_down: Dur,
-    /// Re-prime the root NS set at least this often when priming fails.
+    /// First wait before retrying failed root priming (doubles, max 5 min).
     pub priming_retry: Dur,
     /// Client queries waiting for resolution at once; beyond this new
     /// ones are dropped (as Unbound's num-queries-per-thread), so a flood

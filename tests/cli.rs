@@ -259,3 +259,47 @@ www 300 AAAA 2001:db8::1
     );
     let _: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 }
+
+fn zone_config(port: u16, member: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[control]\nenabled = false\n\
+         [[zone]]\norigin = \"lb.test.\"\n[[zone.pool]]\nname = \"www\"\ntype = \"A\"\n\
+         members = [{{ value = \"{member}\", weight = 1 }}]\n"
+    )
+}
+
+#[test]
+fn sighup_reloads_zones_and_a_bad_file_keeps_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = port.to_string();
+    let cfg = write(dir.path(), "r.toml", &zone_config(port, "192.0.2.1"));
+    let d = spawn(&["--config", &cfg]);
+    wait_ready(port);
+    let ask = || dig(&["@127.0.0.1", "-p", &p, "www.lb.test", "+short"]);
+    assert_eq!(ask().trim(), "192.0.2.1");
+    let hup = || unsafe { libc::kill(d.0.id() as i32, libc::SIGHUP) };
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ask().trim() != want {
+            assert!(Instant::now() < deadline, "answer never became {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    write(dir.path(), "r.toml", &zone_config(port, "192.0.2.2"));
+    hup();
+    wait_for("192.0.2.2");
+    // A pool member of the wrong family: rejected, old zones keep serving.
+    write(dir.path(), "r.toml", &zone_config(port, "2001:db8::1"));
+    hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ask().trim(), "192.0.2.2");
+    write(dir.path(), "r.toml", "[server\n");
+    hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ask().trim(),
+        "192.0.2.2",
+        "a syntax error changes nothing either"
+    );
+}

@@ -32,6 +32,9 @@ use std::time::Instant;
 /// RR type code of DNAME, which hickory 0.24 only knows as Unknown(39).
 const DNAME: u16 = 39;
 
+/// Longest wait between priming attempts while they keep failing.
+const MAX_PRIMING_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Why a resolution gave up; each maps to SERVFAIL with an EDE.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -92,8 +95,10 @@ pub struct Iterator {
     servers: ServerStats,
     upstream: Upstream,
     metrics: Arc<Metrics>,
-    /// When priming last failed; retried after `priming_retry`.
-    priming_failed_at: Mutex<Option<Instant>>,
+    /// When priming may be tried again, and how many times in a row it
+    /// failed: the wait starts at `priming_retry` and doubles up to
+    /// [`MAX_PRIMING_BACKOFF`], so an unreachable root is not hammered.
+    priming_backoff: Mutex<(Option<Instant>, u32)>,
     /// Held while priming, so a burst of queries at start-up sends one
     /// priming query, not one each.
     priming: tokio::sync::Mutex<()>,
@@ -127,7 +132,7 @@ impl Iterator {
             servers,
             upstream,
             metrics,
-            priming_failed_at: Mutex::new(None),
+            priming_backoff: Mutex::new((None, 0)),
             priming: tokio::sync::Mutex::new(()),
         }
     }
@@ -300,11 +305,9 @@ impl Iterator {
         if self.store.deepest_cut(&Name::root()).is_some() {
             return;
         }
-        {
-            let failed = self.priming_failed_at.lock().map(|g| *g).unwrap_or(None);
-            if failed.is_some_and(|t| t.elapsed() < self.cfg.priming_retry.0) {
-                return;
-            }
+        let not_before = self.priming_backoff.lock().map(|g| g.0).unwrap_or(None);
+        if not_before.is_some_and(|t| Instant::now() < t) {
+            return;
         }
         let root = Name::root();
         let mut addrs = self.hint_addresses();
@@ -335,8 +338,8 @@ impl Iterator {
                             .cloned()
                             .collect();
                         self.store.put_all(&glue, Rank::Glue);
-                        if let Ok(mut g) = self.priming_failed_at.lock() {
-                            *g = None;
+                        if let Ok(mut g) = self.priming_backoff.lock() {
+                            *g = (None, 0);
                         }
                         return;
                     }
@@ -346,9 +349,14 @@ impl Iterator {
                 Err(_) => self.servers.mark_dead(*ip),
             }
         }
-        tracing::warn!("root priming failed; using root hints");
-        if let Ok(mut g) = self.priming_failed_at.lock() {
-            *g = Some(Instant::now());
+        if let Ok(mut g) = self.priming_backoff.lock() {
+            let wait = (self.cfg.priming_retry.0 * 2u32.saturating_pow(g.1.min(16)))
+                .min(MAX_PRIMING_BACKOFF);
+            tracing::warn!(
+                "root priming failed; using root hints, next try in {} s",
+                wait.as_secs()
+            );
+            *g = (Some(Instant::now() + wait), g.1 + 1);
         }
     }
 

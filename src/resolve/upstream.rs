@@ -52,6 +52,9 @@ pub struct Upstream {
     /// Servers that answered FORMERR/NOTIMP to an EDNS query; they are
     /// asked without OPT from then on.
     no_edns: Mutex<HashSet<IpAddr>>,
+    /// Whether this host has a route to the global IPv6 internet; without
+    /// one, IPv6 server addresses are skipped instead of failing one by one.
+    ipv6_route: bool,
 }
 
 /// How a reply came back.
@@ -69,6 +72,7 @@ impl Upstream {
         Upstream {
             cfg,
             no_edns: Mutex::new(HashSet::new()),
+            ipv6_route: has_ipv6_route(),
         }
     }
 
@@ -77,7 +81,10 @@ impl Upstream {
         if ip.is_unspecified() || ip.is_multicast() {
             return false;
         }
-        self.cfg.query_loopback || !ip.is_loopback()
+        if ip.is_loopback() {
+            return self.cfg.query_loopback;
+        }
+        self.ipv6_route || ip.is_ipv4()
     }
 
     /// Asks `server` one question, waiting at most `timeout` per transport
@@ -229,6 +236,14 @@ impl Upstream {
             Ok(Ok(m)) => Ok(m),
         }
     }
+}
+
+/// Connecting a UDP socket sends nothing but consults the routing table:
+/// it fails with ENETUNREACH when there is no IPv6 route (RFC 3849 address).
+fn has_ipv6_route() -> bool {
+    std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect(("2001:db8::1", 53)))
+        .is_ok()
 }
 
 /// The reply matches our query: a response, same ID, same question.
