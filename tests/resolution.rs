@@ -437,13 +437,13 @@ async fn hundred_concurrent_queries_are_all_answered() {
             // Names that do not exist under a wildcard-free zone: each is a
             // distinct question needing its own upstream answer.
             let name = format!("n{i}.example.test.");
-            query_udp(addr, &name, RecordType::A, T).await
+            exchange_udp(addr, &make_query(&name, RecordType::A, true), T).await
         }));
     }
     let mut answered = 0;
     for t in tasks {
         if let Ok(Some(m)) = t.await {
-            assert_eq!(m.response_code(), ResponseCode::NXDomain);
+            assert_eq!(m.response_code(), ResponseCode::NXDomain, "{m:?}");
             answered += 1;
         }
     }
@@ -493,4 +493,33 @@ async fn dname_is_followed_with_a_synthesised_cname() {
         .collect();
     assert_eq!(types, vec![39, 5, 1], "DNAME, CNAME, A");
     assert_eq!(addrs(&m), vec!["192.0.2.80"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn glue_expiring_before_its_ns_set_is_fetched_again_from_the_parent() {
+    let n = 120;
+    let root = root_zone(n, &[("test", 2)]);
+    // The delegation lives 300 s, its glue 1 s.
+    let tld = format!(
+        "$ORIGIN test.\n@ SOA ns1 h 1 3600 600 86400 300\n@ NS ns1\nns1 A 127.{n}.0.2\n\
+         example 300 NS ns1.example\nns1.example 1 A 127.{n}.0.3\n"
+    );
+    let example = format!(
+        "$ORIGIN example.test.\n@ SOA ns1 h 1 3600 600 86400 60\n@ NS ns1\nns1 1 A 127.{n}.0.3\n\
+         www A 192.0.2.10\nmail A 192.0.2.25\n"
+    );
+    let sim = Sim::start(vec![
+        ServerSpec::new("a.root-servers.test.", &format!("127.{n}.0.1"), &[&root]).root(),
+        ServerSpec::new("ns1.test.", &format!("127.{n}.0.2"), &[&tld]),
+        ServerSpec::new("ns1.example.test.", &format!("127.{n}.0.3"), &[&example]),
+    ])
+    .await;
+    let (_d, addr) = start(&config_for(&sim)).await;
+    assert_eq!(
+        addrs(&ask(addr, "www.example.test.", RecordType::A).await),
+        vec!["192.0.2.10"]
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let m = ask(addr, "mail.example.test.", RecordType::A).await;
+    assert_eq!(addrs(&m), vec!["192.0.2.25"], "{m:?}");
 }

@@ -44,6 +44,11 @@ pub enum ResolveError {
     /// No server of a zone gave a usable answer.
     #[error("no reachable authority for {0}")]
     NoAuthority(Name),
+    /// A zone's NS names all lie inside it and no glue is known (it
+    /// expired before the NS set, or is not stored yet): only the parent's
+    /// referral can supply it.
+    #[error("no glue for the name servers of {0}")]
+    MissingGlue(Name),
     /// The CNAME chain loops or is too long.
     #[error("CNAME chain loops or exceeds the limit at {0}")]
     CnameChain(Name),
@@ -52,7 +57,7 @@ pub enum ResolveError {
 impl ResolveError {
     fn ede(&self) -> Ede {
         let code = match self {
-            ResolveError::NoAuthority(_) => 22,
+            ResolveError::NoAuthority(_) | ResolveError::MissingGlue(_) => 22,
             ResolveError::Budget(_) | ResolveError::CnameChain(_) => 0,
         };
         Ede {
@@ -236,6 +241,7 @@ impl Iterator {
         let mut minimise = self.cfg.qname_minimisation;
         let mut labels = cut.zone.num_labels() as usize + 1;
         let mut referrals = 0u32;
+        let mut reasked_parent = false;
         loop {
             let (sname, stype) = if minimise && labels < full {
                 // RFC 9156 §3: ask for A at the next label; an NS query
@@ -248,6 +254,13 @@ impl Iterator {
             let result = self.query_zone(&cut, &sname, stype, budget, depth).await;
             let outcome = match result {
                 Ok(o) => o,
+                Err(ResolveError::MissingGlue(_)) if !reasked_parent && !cut.zone.is_root() => {
+                    // Ask the parent again; its referral carries the glue.
+                    reasked_parent = true;
+                    cut = self.deepest_cut(&cut.zone.base_name(), budget).await;
+                    labels = cut.zone.num_labels() as usize + 1;
+                    continue;
+                }
                 Err(ResolveError::NoAuthority(_)) if minimised => {
                     // Relaxed fallback: a server that chokes on the
                     // minimised name may still answer the real question.
@@ -415,6 +428,9 @@ impl Iterator {
             }
         }
         if addrs.is_empty() {
+            if cut.ns.iter().all(|ns| cut.zone.zone_of(ns)) {
+                return Err(ResolveError::MissingGlue(cut.zone.clone()));
+            }
             return Err(ResolveError::NoAuthority(cut.zone.clone()));
         }
         Ok(addrs)
@@ -555,7 +571,8 @@ impl Iterator {
                     .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name().to_lowercase()))
                     .cloned()
                     .collect();
-                self.store.put(ns, Rank::Referral);
+                // Glue first: a concurrent walk that sees the new NS set
+                // must find its addresses already there.
                 for n in &names {
                     let g: Vec<Record> = glue
                         .iter()
@@ -564,6 +581,7 @@ impl Iterator {
                         .collect();
                     self.store.put_all(&g, Rank::Glue);
                 }
+                self.store.put(ns, Rank::Referral);
                 return Some(Outcome::Referral(Delegation {
                     zone: child,
                     ns: names,
