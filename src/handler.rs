@@ -152,37 +152,19 @@ impl Handler {
         };
         if !self.allowed(client.ip()) {
             Metrics::inc(&self.metrics.refused);
-            write_error(
-                pkt,
-                rcode::REFUSED,
-                12 + q.question.len(),
-                q.edns,
-                self.cfg.udp_payload_size,
-                out,
-            );
+            self.error_reply(pkt, &q, rcode::REFUSED, out);
             return Step::Reply;
         }
         let now = Instant::now();
         {
             let zones = self.zones.load();
             if !zones.is_empty() {
-                if let Some(s) = self.local_answer(&zones, &q, client.ip()) {
+                if let Some(local) = self.local_answer(&zones, &q, client.ip()) {
                     Metrics::inc(&self.metrics.local);
-                    let encoded = wire_to_name(q.name_wire()).and_then(|name| {
-                        WireAnswer::encode(&name, RecordType::from(q.qtype), s).ok()
-                    });
-                    if let Some(a) = encoded {
-                        a.write_reply(&q, now, self.context(&q, t, false), out);
-                        return Step::Reply;
+                    match local {
+                        Some(a) => a.write_reply(&q, now, self.context(&q, t, false), out),
+                        None => self.error_reply(pkt, &q, rcode::SERVFAIL, out),
                     }
-                    write_error(
-                        pkt,
-                        rcode::SERVFAIL,
-                        12 + q.question.len(),
-                        q.edns,
-                        self.cfg.udp_payload_size,
-                        out,
-                    );
                     return Step::Reply;
                 }
             }
@@ -221,7 +203,15 @@ impl Handler {
         }
     }
 
-    fn local_answer(&self, zones: &LocalZones, q: &Query<'_>, client: IpAddr) -> Option<Sections> {
+    /// The local zones' answer, encoded, when the question is theirs.
+    /// Outer None: not a local name; inner None: it is, but the answer
+    /// could not be encoded.
+    fn local_answer(
+        &self,
+        zones: &LocalZones,
+        q: &Query<'_>,
+        client: IpAddr,
+    ) -> Option<Option<WireAnswer>> {
         let name = wire_to_name(q.name_wire())?;
         let info = ClientInfo {
             addr: client,
@@ -230,8 +220,9 @@ impl Handler {
                 source_prefix: c.source_prefix,
             }),
         };
-        let za = zones.lookup(&name, RecordType::from(q.qtype), &info)?;
-        Some(Sections {
+        let qtype = RecordType::from(q.qtype);
+        let za = zones.lookup(&name, qtype, &info)?;
+        let s = Sections {
             rcode: u16::from(za.rcode) & 0xf,
             authoritative: true,
             answer: za.answer,
@@ -239,7 +230,20 @@ impl Handler {
             additional: za.additional,
             ede: None,
             ecs_scope: za.ecs_scope,
-        })
+        };
+        Some(WireAnswer::encode(&name, qtype, s).ok())
+    }
+
+    /// A header-and-question reply with `rcode` to a query that parsed.
+    fn error_reply(&self, pkt: &[u8], q: &Query<'_>, rcode: u16, out: &mut Vec<u8>) {
+        write_error(
+            pkt,
+            rcode,
+            12 + q.question.len(),
+            q.edns,
+            self.cfg.udp_payload_size,
+            out,
+        );
     }
 
     /// The slow path: resolution shared with identical concurrent queries,
@@ -255,14 +259,7 @@ impl Handler {
         };
         let qtype = RecordType::from(q.qtype);
         let Some(qname) = wire_to_name(q.name_wire()) else {
-            write_error(
-                pkt,
-                rcode::FORMERR,
-                12 + q.question.len(),
-                q.edns,
-                self.cfg.udp_payload_size,
-                out,
-            );
+            self.error_reply(pkt, &q, rcode::FORMERR, out);
             return;
         };
         Metrics::inc(&self.metrics.misses);
