@@ -13,7 +13,7 @@
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
 use super::servers::{Policy, ServerStats};
-use super::store::{Delegation, Rank, Store};
+use super::store::{record_addr, Delegation, Rank, Store};
 use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
 use super::{BoxFuture, Resolve};
 use crate::config::{CacheConfig, ResolverConfig};
@@ -342,7 +342,6 @@ impl Iterator {
                         .cloned()
                         .collect();
                     if r.msg.response_code() == ResponseCode::NoError && !ns.is_empty() {
-                        self.store.put(ns, Rank::AuthAnswer);
                         let glue: Vec<Record> = r
                             .msg
                             .additionals()
@@ -350,7 +349,9 @@ impl Iterator {
                             .filter(|x| is_addr(x))
                             .cloned()
                             .collect();
+                        // Glue before the NS set, as for any referral.
                         self.store.put_all(&glue, Rank::Glue);
+                        self.store.put(ns, Rank::AuthAnswer);
                         if let Ok(mut g) = self.priming_backoff.lock() {
                             *g = (None, 0);
                         }
@@ -626,14 +627,6 @@ fn next_link(seen: &mut Vec<Name>, target: Name) -> Result<Name, ResolveError> {
 
 fn is_addr(r: &Record) -> bool {
     matches!(r.record_type(), RecordType::A | RecordType::AAAA)
-}
-
-fn record_addr(r: &Record) -> Option<IpAddr> {
-    match r.data() {
-        Some(RData::A(a)) => Some(IpAddr::V4(a.0)),
-        Some(RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
-        _ => None,
-    }
 }
 
 fn cname_target(r: &Record) -> Option<Name> {

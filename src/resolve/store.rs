@@ -213,11 +213,7 @@ impl Store {
         let mut out = Vec::new();
         for t in [RecordType::A, RecordType::AAAA] {
             if let Some(rs) = self.get(name, t, Rank::Hint) {
-                out.extend(rs.iter().filter_map(|r| match r.data() {
-                    Some(hickory_proto::rr::RData::A(a)) => Some(IpAddr::V4(a.0)),
-                    Some(hickory_proto::rr::RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
-                    _ => None,
-                }));
+                out.extend(rs.iter().filter_map(record_addr));
             }
         }
         out
@@ -226,5 +222,14 @@ impl Store {
     /// Forgets everything (control `flush`).
     pub fn clear(&self) {
         self.sets.invalidate_all();
+    }
+}
+
+/// The address in an A or AAAA record.
+pub fn record_addr(r: &Record) -> Option<IpAddr> {
+    match r.data() {
+        Some(hickory_proto::rr::RData::A(a)) => Some(IpAddr::V4(a.0)),
+        Some(hickory_proto::rr::RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
+        _ => None,
     }
 }
