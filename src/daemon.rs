@@ -14,7 +14,6 @@ use crate::resolve::Resolve;
 use crate::root_hints::{RootHints, RootHintsError};
 use crate::zones::{HealthGuard, LocalZones, ZonesError};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -189,9 +188,5 @@ impl Drop for Daemon {
 }
 
 fn build_zones(cfg: &Config) -> Result<LocalZones, StartError> {
-    LocalZones::from_config(&cfg.zone, &cfg.geo, base(cfg)).map_err(StartError::Zones)
-}
-
-fn base(cfg: &Config) -> &Path {
-    &cfg.base_dir
+    LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir).map_err(StartError::Zones)
 }

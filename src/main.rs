@@ -78,16 +78,8 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(cfg) => {
-            if let Err(e) =
-                resolvd::zones::LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir)
-            {
-                for err in e {
-                    eprintln!("{}: {err}", file.display());
-                }
-                return ExitCode::from(1);
-            }
+    match load_checked(file) {
+        Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }
@@ -100,10 +92,33 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Reads a file and checks what only exists beyond the TOML: zones, pools,
+/// zone files and the root hints file. One line per problem.
+fn load_checked(file: &std::path::Path) -> Result<Config, Vec<String>> {
+    let cfg = Config::load(file)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let mut errs = Vec::new();
+    if let Err(zone_errs) =
+        resolvd::zones::LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir)
+    {
+        errs.extend(zone_errs.iter().map(|e| format!("{}: {e}", file.display())));
+    }
+    if let Some(h) = &cfg.resolver.root_hints {
+        if let Err(e) = resolvd::root_hints::RootHints::load(&cfg.base_dir.join(h)) {
+            errs.push(format!("{}: root_hints: {e}", file.display()));
+        }
+    }
+    if errs.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errs)
+    }
+}
+
 /// Loads the file (or the defaults) and applies command-line overrides.
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
     let mut cfg = match &cli.config {
-        Some(p) => Config::load(p).map_err(|errs| {
+        Some(p) => load_checked(p).map_err(|errs| {
             for e in errs {
                 eprintln!("resolvd: {e}");
             }
@@ -188,6 +203,7 @@ fn reload(cli: &Cli, daemon: &Daemon) {
         return;
     };
     match Config::load(path) {
+        // Zones are validated by the swap itself; nothing else is reloaded.
         Ok(cfg) => match daemon.reload(&cfg) {
             Ok(()) => tracing::info!("reloaded {}", path.display()),
             Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),

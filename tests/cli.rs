@@ -150,6 +150,17 @@ fn daemon_with_bad_config_exits_2_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains(":2: upstream_port:"), "{err}");
+    // Errors beyond the TOML (a pool member of the wrong family) too.
+    let zone = write(
+        dir.path(),
+        "zone.toml",
+        "[[zone]]\norigin = \"a.test.\"\n[[zone.pool]]\nname = \"www\"\ntype = \"A\"\nmembers = [{ value = \"::1\", weight = 1 }]\n",
+    );
+    let out = run(&["--config", &zone]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&zone) && err.contains("IPv4"), "{err}");
 }
 
 #[test]
