@@ -101,7 +101,11 @@ fn load_checked(file: &std::path::Path) -> Result<Config, Vec<String>> {
     if let Err(zone_errs) =
         resolvd::zones::LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir)
     {
-        errs.extend(zone_errs.iter().map(|e| format!("{}: {e}", file.display())));
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        errs.extend(zone_errs.iter().map(|e| {
+            let line = resolvd::config::zone_error_line(&text, e);
+            format!("{}:{line}: {e}", file.display())
+        }));
     }
     if let Some(h) = &cfg.resolver.root_hints {
         if let Err(e) = resolvd::root_hints::RootHints::load(&cfg.base_dir.join(h)) {
