@@ -125,9 +125,10 @@ fn check_config_reports_each_error_with_its_line() {
     );
     let out = run(&["check-config", &zone]);
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("IPv4"),
-        "bad pool member named"
+        err.contains(&format!("{zone}:6: ")) && err.contains("IPv4"),
+        "bad pool member named with its line: {err}"
     );
     let good = run(&["check-config", "config/resolvd.toml"]);
     assert!(
