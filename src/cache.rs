@@ -162,15 +162,17 @@ impl AnswerCache {
                 r.set_ttl(r.ttl().clamp(self.cfg.min_ttl, self.cfg.max_ttl));
             }
         }
-        let mut a = WireAnswer::encode(qname, qtype, s.clone()).ok()?;
+        // Only the SOA is needed after encoding; the sections move into it.
+        let rcode = s.rcode;
+        let soa = s
+            .authority
+            .iter()
+            .find(|r| r.record_type() == RecordType::SOA)
+            .cloned();
+        let mut a = WireAnswer::encode(qname, qtype, s).ok()?;
         if failure {
             a.ttl = self.cfg.servfail_ttl;
-        } else if negative
-            && !s
-                .authority
-                .iter()
-                .any(|r| r.record_type() == RecordType::SOA)
-        {
+        } else if negative && soa.is_none() {
             // RFC 2308 §5: without an SOA a negative answer is not cached.
             a.ttl = 0;
         }
@@ -179,21 +181,14 @@ impl AnswerCache {
             if let Some(c) = &self.answers {
                 c.insert(self.hash_keys.hash_one(key), a.clone());
             }
-            if s.rcode == 3 {
-                if let (Some(nx), Some(soa)) = (
-                    &self.nxdomains,
-                    s.authority
-                        .iter()
-                        .find(|r| r.record_type() == RecordType::SOA),
-                ) {
-                    nx.insert(
-                        qname.to_lowercase(),
-                        Arc::new(NxDomain {
-                            soa: soa.clone(),
-                            stored_at: Instant::now(),
-                        }),
-                    );
-                }
+            if let (3, Some(nx), Some(soa)) = (rcode, &self.nxdomains, soa) {
+                nx.insert(
+                    qname.to_lowercase(),
+                    Arc::new(NxDomain {
+                        soa,
+                        stored_at: Instant::now(),
+                    }),
+                );
             }
         }
         Some(a)
