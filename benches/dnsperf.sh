@@ -280,6 +280,7 @@ tcp_max_connections = 2000
 root_hints = "$WORK/root.hints"
 query_loopback = true
 upstream_port = 53
+special_use_exclude = ["test."]
 [cache]
 max_size = "1GiB"
 [log]

@@ -6,7 +6,8 @@
 //! that is silently ignored is worse than a daemon that refuses to start.
 //! `config/resolvd.toml` documents every key; keep the two in step.
 
-use crate::zones::{GeoConfig, ZoneConfig};
+use crate::zones::{special, GeoConfig, ZoneConfig};
+use hickory_proto::rr::Name;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -129,6 +130,10 @@ pub struct ResolverConfig {
     /// ones are dropped (as Unbound's num-queries-per-thread), so a flood
     /// of unique names cannot exhaust memory.
     pub max_pending: usize,
+    /// Answer the special-use names of RFC 6761/6303/7686/8375 locally.
+    pub special_use_names: bool,
+    /// Special-use zones to resolve normally anyway (a lab using `test.`).
+    pub special_use_exclude: Vec<String>,
 }
 
 impl Default for ResolverConfig {
@@ -150,6 +155,8 @@ impl Default for ResolverConfig {
             server_hold_down: Dur::secs(60),
             priming_retry: Dur::secs(5),
             max_pending: 10_000,
+            special_use_names: true,
+            special_use_exclude: Vec::new(),
         }
     }
 }
@@ -168,6 +175,8 @@ pub struct CacheConfig {
     pub max_negative_ttl: u32,
     /// How long a resolution failure is remembered (RFC 9520).
     pub servfail_ttl: u32,
+    /// How long a negative answer that came without an SOA is remembered.
+    pub negative_ttl_without_soa: u32,
     /// Refresh entries hit in the last 10% of their TTL.
     pub prefetch: bool,
     /// RFC 8767 serve-stale.
@@ -186,6 +195,7 @@ impl Default for CacheConfig {
             max_ttl: 86400,
             max_negative_ttl: 3600,
             servfail_ttl: 5,
+            negative_ttl_without_soa: 5,
             prefetch: true,
             serve_stale: true,
             stale_answer_timeout: Dur::millis(1800),
@@ -439,6 +449,19 @@ impl Config {
         if self.resolver.max_upstream_queries == 0 {
             bad("max_upstream_queries", "must be at least 1".into());
         }
+        for x in &self.resolver.special_use_exclude {
+            match Name::from_ascii(x) {
+                Ok(n) if special::origins().iter().any(|o| n.zone_of(o)) => {}
+                Ok(_) => bad(
+                    "special_use_exclude",
+                    format!("{x:?} is not a special-use zone nor above one"),
+                ),
+                Err(e) => bad(
+                    "special_use_exclude",
+                    format!("{x:?} is not a domain name: {e}"),
+                ),
+            }
+        }
         if self.cache.min_ttl > self.cache.max_ttl {
             bad("min_ttl", "must not exceed max_ttl".into());
         }
@@ -446,6 +469,17 @@ impl Config {
             bad("level", format!("{:?} is not a log level", self.log.level));
         }
         errs
+    }
+
+    /// `special_use_exclude` as names (entries that do not parse were
+    /// rejected by validation).
+    pub fn special_use_exclude(&self) -> Vec<Name> {
+        self.resolver
+            .special_use_exclude
+            .iter()
+            .filter_map(|x| Name::from_ascii(x).ok())
+            .map(|n| n.to_lowercase())
+            .collect()
     }
 
     /// Worker threads after applying the "0 = number of cores" default.

@@ -188,5 +188,11 @@ impl Drop for Daemon {
 }
 
 fn build_zones(cfg: &Config) -> Result<LocalZones, StartError> {
-    LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir).map_err(StartError::Zones)
+    let zones =
+        LocalZones::from_config(&cfg.zone, &cfg.geo, &cfg.base_dir).map_err(StartError::Zones)?;
+    Ok(if cfg.resolver.special_use_names {
+        zones.with_special_use(&cfg.special_use_exclude())
+    } else {
+        zones
+    })
 }

@@ -158,7 +158,7 @@ impl Handler {
         let now = Instant::now();
         {
             let zones = self.zones.load();
-            if !zones.is_empty() {
+            if zones.may_contain(q.name_wire()) {
                 if let Some(local) = self.local_answer(&zones, &q, client.ip()) {
                     Metrics::inc(&self.metrics.local);
                     match local {

@@ -550,6 +550,7 @@ impl Resolver {
             format!(
                 "[server]\nlisten = [\"{addr}:{port}\"]\nthreads = 1\nshutdown_grace = \"100ms\"\n\
                  [resolver]\nroot_hints = \"{}\"\nquery_loopback = true\nupstream_port = {}\n\
+                 special_use_exclude = [\"test.\"]\n\
                  [control]\nenabled = true\nsocket = \"{}\"\n[log]\nlevel = \"info\"\n",
                 h.hints().display(),
                 h.port,

@@ -54,6 +54,8 @@ fn cfg() -> Config {
     c.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
     c.server.threads = 2;
     c.control.enabled = false;
+    // The fake resolvers answer names under test., a special-use TLD.
+    c.resolver.special_use_exclude = vec!["test.".into()];
     c
 }
 

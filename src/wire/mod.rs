@@ -80,3 +80,14 @@ pub fn skip_name(c: &mut Cursor<'_>) -> Option<()> {
         }
     }
 }
+
+/// Appends `name` in lower-cased, uncompressed wire form: the form cache
+/// and store keys use, hashed as plain bytes (RFC 4343: names compare
+/// case-insensitively).
+pub fn push_lower_wire(name: &hickory_proto::rr::Name, out: &mut Vec<u8>) {
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+}

@@ -72,7 +72,13 @@ pub(crate) fn build(
         }
     }
     if errors.is_empty() {
-        Ok(LocalZones { zones: built, geo })
+        let origins = super::OriginSet::new(built.iter().map(|z| &z.origin));
+        Ok(LocalZones {
+            zones: built,
+            special: Vec::new(),
+            origins,
+            geo,
+        })
     } else {
         Err(errors)
     }

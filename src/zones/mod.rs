@@ -50,8 +50,10 @@ pub mod config;
 mod geo;
 mod health;
 mod pool;
+pub mod special;
 mod zone;
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,7 +153,78 @@ pub struct ZoneAnswer {
 pub struct LocalZones {
     /// Non-overlapping, so at most one contains a given name.
     zones: Vec<Zone>,
+    /// Special-use zones (RFC 6761, RFC 6303), asked after `zones`: a
+    /// configured zone below one of them answers for its own names.
+    special: Vec<Zone>,
+    /// Filter for the query path, so names that no zone can hold are
+    /// turned away without decoding them (see [`LocalZones::may_contain`]).
+    origins: OriginSet,
     geo: Geo,
+}
+
+/// The zone origins in lower-case wire form, and every proper suffix of
+/// them ("arpa.", the root): walking a query name from its last label
+/// towards its first, a suffix in neither set ends the search.
+#[derive(Debug, Default)]
+struct OriginSet {
+    origins: HashSet<Box<[u8]>, ahash::RandomState>,
+    ancestors: HashSet<Box<[u8]>, ahash::RandomState>,
+}
+
+impl OriginSet {
+    fn new<'a>(origins: impl Iterator<Item = &'a Name>) -> OriginSet {
+        let mut set = OriginSet::default();
+        for o in origins {
+            let mut wire = Vec::new();
+            crate::wire::push_lower_wire(o, &mut wire);
+            let mut at = 0;
+            while let Some(&len) = wire.get(at) {
+                if at > 0 || len == 0 {
+                    set.ancestors.insert(wire.get(at..).unwrap_or(&[]).into());
+                }
+                if len == 0 {
+                    break;
+                }
+                at += 1 + usize::from(len);
+            }
+            set.origins.insert(wire.into());
+        }
+        set
+    }
+
+    /// Whether the lower-cased, uncompressed wire name `name` is at or
+    /// under an origin. Allocation-free: the query path calls it for every
+    /// packet.
+    fn covers(&self, name: &[u8]) -> bool {
+        if self.origins.is_empty() {
+            return false;
+        }
+        // Label starts; a wire name has at most 127 labels.
+        let mut starts = [0u8; 128];
+        let mut count = 0;
+        let mut at = 0usize;
+        while let Some(&len) = name.get(at) {
+            if count == starts.len() || at > 255 {
+                return false;
+            }
+            starts[count] = at as u8;
+            count += 1;
+            if len == 0 {
+                break;
+            }
+            at += 1 + usize::from(len);
+        }
+        for &start in starts[..count].iter().rev() {
+            let suffix = name.get(usize::from(start)..).unwrap_or(&[]);
+            if self.origins.contains(suffix) {
+                return true;
+            }
+            if !self.ancestors.contains(suffix) {
+                return false;
+            }
+        }
+        false
+    }
 }
 
 impl LocalZones {
@@ -165,9 +238,25 @@ impl LocalZones {
         build::build(zones, geo, base_dir)
     }
 
+    /// Adds the special-use zones (RFC 6761, RFC 6303, RFC 7686, RFC 8375)
+    /// except those at or under a name in `exclude`.
+    pub fn with_special_use(mut self, exclude: &[Name]) -> LocalZones {
+        let local: Vec<Name> = self.zones.iter().map(|z| z.origin.clone()).collect();
+        self.special = special::zones(exclude, &local);
+        self.origins = OriginSet::new(self.zones.iter().chain(&self.special).map(|z| &z.origin));
+        self
+    }
+
     /// True when no zone is configured (the caller can skip `lookup`).
     pub fn is_empty(&self) -> bool {
-        self.zones.is_empty()
+        self.zones.is_empty() && self.special.is_empty()
+    }
+
+    /// False when `name` (lower-cased wire form, as in a query key) is
+    /// certainly outside every zone: the caller skips `lookup`, and its
+    /// name decoding, for the names it resolves.
+    pub fn may_contain(&self, name: &[u8]) -> bool {
+        self.origins.covers(name)
     }
 
     /// `None` when `qname` is not at or under any local zone origin (then the
@@ -189,7 +278,11 @@ impl LocalZones {
         client: &ClientInfo,
         rng: &mut R,
     ) -> Option<ZoneAnswer> {
-        let zone = self.zones.iter().find(|z| z.contains(qname))?;
+        let zone = self
+            .zones
+            .iter()
+            .find(|z| z.contains(qname))
+            .or_else(|| self.special.iter().find(|z| z.contains(qname)))?;
         // Locate the client at most once per query, and only if a geo pool asks.
         let mut located: Option<GeoMatch> = None;
         let mut ecs_scope: Option<u8> = None;

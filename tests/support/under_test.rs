@@ -15,6 +15,8 @@ pub fn config_for(sim: &Sim) -> Config {
     cfg.resolver.root_hints = Some(sim.root_hints_path().to_path_buf());
     cfg.resolver.query_loopback = true;
     cfg.resolver.upstream_port = sim.port();
+    // The simulated hierarchy lives under the special-use TLD test.
+    cfg.resolver.special_use_exclude = vec!["test.".into()];
     // Simulated servers answer in microseconds; short tries keep the
     // fault tests quick without changing what they exercise.
     cfg.resolver.initial_timeout = Dur::millis(300);
