@@ -173,8 +173,9 @@ impl AnswerCache {
         if failure {
             a.ttl = self.cfg.servfail_ttl;
         } else if negative && soa.is_none() {
-            // RFC 2308 §5: without an SOA a negative answer is not cached.
-            a.ttl = 0;
+            // RFC 2308 §5 says not to cache it at all; a short floor
+            // instead keeps a burst of the same question off the server.
+            a.ttl = self.cfg.negative_ttl_without_soa;
         }
         let a = Arc::new(a);
         if a.ttl > 0 {

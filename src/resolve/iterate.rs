@@ -13,7 +13,7 @@
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
 use super::servers::{Policy, ServerStats};
-use super::store::{record_addr, Delegation, Rank, Store};
+use super::store::{ns_target, record_addr, Delegation, Rank, Side, Store};
 use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
 use super::{BoxFuture, Resolve};
 use crate::config::{CacheConfig, ResolverConfig};
@@ -80,6 +80,19 @@ impl Budget {
         }
         Ok(())
     }
+}
+
+/// Servers tried for one question at one zone, over both rounds.
+const MAX_TRIES_PER_ZONE: usize = 8;
+
+/// What resolving one NS name's addresses came to.
+enum NsAddresses {
+    /// Usable addresses.
+    Found(Vec<IpAddr>),
+    /// The name does not exist; the zone that said so, when it sent its SOA.
+    Absent(Option<Name>),
+    /// No address (NODATA, or the resolution failed).
+    Failed,
 }
 
 /// What one server said about one question, after bailiwick filtering.
@@ -278,9 +291,18 @@ impl Iterator {
                     labels = child.zone.num_labels() as usize + 1;
                     cut = child;
                 }
-                Outcome::Negative { rcode: r, .. } if minimised && r == rcode::NXDOMAIN => {
-                    // Some servers say NXDOMAIN for empty non-terminals;
-                    // ask the full question rather than trust it.
+                Outcome::Negative { rcode: r, soa } if minimised && r == rcode::NXDOMAIN => {
+                    // RFC 8020 (RFC 9156 §2.3): an authoritative NXDOMAIN
+                    // backed by the zone's own SOA proves that nothing
+                    // exists below, the full name included. Without that
+                    // proof (some servers say NXDOMAIN for empty
+                    // non-terminals) ask the full question instead.
+                    if soa
+                        .first()
+                        .is_some_and(|r| r.name().to_lowercase() == cut.zone)
+                    {
+                        return Ok(Outcome::Negative { rcode: r, soa });
+                    }
                     minimise = false;
                 }
                 _ if minimised => labels += 1,
@@ -303,7 +325,8 @@ impl Iterator {
     fn hint_delegation(&self) -> Delegation {
         Delegation {
             zone: Name::root(),
-            ns: self.hints.servers.iter().map(|(n, _)| n.clone()).collect(),
+            child_ns: Vec::new(),
+            parent_ns: self.hints.servers.iter().map(|(n, _)| n.clone()).collect(),
         }
     }
 
@@ -374,70 +397,40 @@ impl Iterator {
         }
     }
 
-    /// Addresses for a zone's servers: known ones (glue, earlier answers),
-    /// else glueless NS names resolved, a bounded number of them.
-    async fn addresses(
-        &self,
-        cut: &Delegation,
-        budget: &Budget,
-        depth: u32,
-    ) -> Result<Vec<IpAddr>, ResolveError> {
-        let mut addrs: Vec<IpAddr> = cut
-            .ns
-            .iter()
-            .flat_map(|n| self.store.addresses(n))
-            .collect();
-        if cut.zone.is_root() && addrs.is_empty() {
-            addrs = self.hint_addresses();
-        }
-        addrs.retain(|ip| self.upstream.allowed(*ip));
-        if !addrs.is_empty() {
-            return Ok(addrs);
-        }
-        if depth >= self.cfg.max_nested_depth {
-            return Err(ResolveError::Budget("nested resolution depth"));
-        }
-        let mut tried = 0;
-        for ns in &cut.ns {
-            // An NS inside the zone it serves, without glue, cannot be
-            // reached through that zone: skip it rather than loop.
-            if cut.zone.zone_of(ns) {
-                continue;
+    /// Addresses of `cut`'s servers known now, best first: the child's
+    /// view (its NS names, with its own addresses for them where it gave
+    /// any) before the parent's (its NS names and glue), each side by RTT
+    /// and with held-down servers last (RFC 2181 §5.4.1 credibility, and
+    /// Unbound's parent-side fallback for when the child's data is wrong).
+    fn known_servers(&self, cut: &Delegation) -> Vec<IpAddr> {
+        let mut cands: Vec<(u8, IpAddr)> = Vec::new();
+        let preferred = if cut.child_ns.is_empty() {
+            &cut.parent_ns
+        } else {
+            &cut.child_ns
+        };
+        for ns in preferred {
+            let mut addrs = self.store.addresses(ns, Side::Child);
+            if addrs.is_empty() {
+                addrs = self.store.addresses(ns, Side::Parent);
             }
-            if tried >= self.cfg.max_ns_resolutions {
-                break;
-            }
-            tried += 1;
-            for t in [RecordType::A, RecordType::AAAA] {
-                if let Ok(s) = self.resolve_name(ns, t, budget, depth + 1).await {
-                    let found: Vec<Record> = s
-                        .answer
-                        .into_iter()
-                        .filter(|r| record_addr(r).is_some())
-                        .collect();
-                    addrs.extend(found.iter().filter_map(record_addr));
-                    // Remembered so the next walk through this zone has them.
-                    self.store.put_all(&found, Rank::NonAuthAnswer);
-                }
-                if !addrs.is_empty() {
-                    break;
-                }
-            }
-            addrs.retain(|ip| self.upstream.allowed(*ip));
-            if !addrs.is_empty() {
-                break;
+            cands.extend(addrs.into_iter().map(|ip| (0, ip)));
+        }
+        for ns in cut.names() {
+            for side in [Side::Parent, Side::Child] {
+                cands.extend(self.store.addresses(ns, side).into_iter().map(|ip| (1, ip)));
             }
         }
-        if addrs.is_empty() {
-            if cut.ns.iter().all(|ns| cut.zone.zone_of(ns)) {
-                return Err(ResolveError::MissingGlue(cut.zone.clone()));
-            }
-            return Err(ResolveError::NoAuthority(cut.zone.clone()));
+        if cut.zone.is_root() {
+            cands.extend(self.hint_addresses().into_iter().map(|ip| (2, ip)));
         }
-        Ok(addrs)
+        cands.retain(|(_, ip)| self.upstream.allowed(*ip));
+        self.servers.order_tiers(cands.into_iter(), &cut.zone)
     }
 
-    /// Asks the servers of `cut` until one gives a usable reply.
+    /// Asks the servers of `cut` until one gives a usable reply: first
+    /// those with known addresses, then those whose NS names must be
+    /// resolved first (glueless), one name at a time.
     async fn query_zone(
         &self,
         cut: &Delegation,
@@ -446,14 +439,129 @@ impl Iterator {
         budget: &Budget,
         depth: u32,
     ) -> Result<Outcome, ResolveError> {
-        let mut addrs = self.addresses(cut, budget, depth).await?;
-        self.servers.order(&mut addrs, &cut.zone);
-        // Two rounds over the servers, the second with doubled timeouts.
-        let tries = (addrs.len() * 2).min(8);
+        let mut tried: Vec<IpAddr> = Vec::new();
+        let known = self.known_servers(cut);
+        if let Some(o) = self
+            .ask_servers(cut, &known, sname, stype, budget, &mut tried)
+            .await?
+        {
+            return Ok(o);
+        }
+        // An NS name inside the zone it serves, without an address, can
+        // only be reached through the parent's glue: skip it rather than
+        // loop through the zone itself.
+        let names = cut.names();
+        let unresolved: Vec<Name> = names
+            .iter()
+            .filter(|ns| !cut.zone.zone_of(ns))
+            .filter(|ns| {
+                self.store.addresses(ns, Side::Child).is_empty()
+                    && self.store.addresses(ns, Side::Parent).is_empty()
+            })
+            .map(|ns| (*ns).clone())
+            .collect();
+        if unresolved.is_empty() {
+            if known.is_empty() && names.iter().all(|ns| cut.zone.zone_of(ns)) {
+                return Err(ResolveError::MissingGlue(cut.zone.clone()));
+            }
+            return Err(ResolveError::NoAuthority(cut.zone.clone()));
+        }
+        if depth >= self.cfg.max_nested_depth {
+            return Err(ResolveError::Budget("nested resolution depth"));
+        }
+        // Zones that said NXDOMAIN to one NS name: the other NS names of
+        // the delegation under them are not worth a query each (the NXNS
+        // attack, CVE-2020-12662, sends dozens).
+        let mut barren: Vec<Name> = Vec::new();
+        let mut resolved = 0;
+        for ns in unresolved {
+            if resolved >= self.cfg.max_ns_resolutions {
+                break;
+            }
+            if barren.iter().any(|z| z.zone_of(&ns)) || self.store.nxdomain(&ns) {
+                continue;
+            }
+            resolved += 1;
+            match self.resolve_ns(&ns, budget, depth).await {
+                NsAddresses::Found(addrs) => {
+                    let addrs = self
+                        .servers
+                        .order_tiers(addrs.into_iter().map(|ip| (0, ip)), &cut.zone);
+                    if let Some(o) = self
+                        .ask_servers(cut, &addrs, sname, stype, budget, &mut tried)
+                        .await?
+                    {
+                        return Ok(o);
+                    }
+                }
+                NsAddresses::Absent(Some(zone)) => barren.push(zone),
+                NsAddresses::Absent(None) | NsAddresses::Failed => {}
+            }
+        }
+        Err(ResolveError::NoAuthority(cut.zone.clone()))
+    }
+
+    /// Resolves one NS name's addresses: A first, AAAA only when there is
+    /// no A (RFC 1034 §5.3.3 needs one address, not all of them).
+    async fn resolve_ns(&self, ns: &Name, budget: &Budget, depth: u32) -> NsAddresses {
+        for t in [RecordType::A, RecordType::AAAA] {
+            let Ok(s) = self.resolve_name(ns, t, budget, depth + 1).await else {
+                continue;
+            };
+            if s.rcode == rcode::NXDOMAIN {
+                let zone = s
+                    .authority
+                    .iter()
+                    .find(|r| r.record_type() == RecordType::SOA)
+                    .map(|r| r.name().to_lowercase());
+                return NsAddresses::Absent(zone);
+            }
+            let found: Vec<Record> = s
+                .answer
+                .into_iter()
+                .filter(|r| record_addr(r).is_some())
+                .collect();
+            // Remembered so the next walk through this zone has them.
+            self.store.put_all(&found, Rank::NonAuthAnswer);
+            let addrs: Vec<IpAddr> = found
+                .iter()
+                .filter_map(record_addr)
+                .filter(|ip| self.upstream.allowed(*ip))
+                .collect();
+            if !addrs.is_empty() {
+                return NsAddresses::Found(addrs);
+            }
+        }
+        NsAddresses::Failed
+    }
+
+    /// Asks `addrs` (not already in `tried`) in order, a second round with
+    /// doubled timeouts for those that timed out, until one reply is
+    /// usable. Servers that answered lame are not asked twice.
+    async fn ask_servers(
+        &self,
+        cut: &Delegation,
+        addrs: &[IpAddr],
+        sname: &Name,
+        stype: RecordType,
+        budget: &Budget,
+        tried: &mut Vec<IpAddr>,
+    ) -> Result<Option<Outcome>, ResolveError> {
+        let addrs: Vec<IpAddr> = addrs
+            .iter()
+            .filter(|ip| !tried.contains(ip))
+            .copied()
+            .collect();
+        tried.extend(&addrs);
+        let mut given_up: Vec<IpAddr> = Vec::new();
+        let tries = (addrs.len() * 2).min(MAX_TRIES_PER_ZONE);
         for attempt in 0..tries {
             let Some(&ip) = addrs.get(attempt % addrs.len()) else {
                 break;
             };
+            if given_up.contains(&ip) {
+                continue;
+            }
             budget.spend()?;
             Metrics::inc(&self.metrics.upstream_queries);
             let t = self.servers.timeout(ip, (attempt / addrs.len()) as u32);
@@ -465,19 +573,21 @@ impl Iterator {
                 }
                 Err(_) => {
                     self.servers.mark_dead(ip);
+                    given_up.push(ip);
                     continue;
                 }
             };
             self.servers.record_rtt(ip, reply.rtt);
             match self.classify(&reply.msg, cut, sname, stype) {
-                Some(o) => return Ok(o),
+                Some(o) => return Ok(Some(o)),
                 None => {
-                    tracing::debug!(%ip, zone = %cut.zone, %sname, "lame reply");
+                    tracing::debug!(%ip, zone = %cut.zone, %sname, ?stype, "lame reply");
                     self.servers.mark_lame(ip, &cut.zone);
+                    given_up.push(ip);
                 }
             }
         }
-        Err(ResolveError::NoAuthority(cut.zone.clone()))
+        Ok(None)
     }
 
     /// Turns a reply into an [`Outcome`], storing what it teaches. None
@@ -496,6 +606,7 @@ impl Iterator {
         if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
             return None;
         }
+        let aa = msg.authoritative();
         let answers: Vec<Record> = msg.answers().iter().filter(inside).cloned().collect();
         let soa: Vec<Record> = msg
             .name_servers()
@@ -504,18 +615,26 @@ impl Iterator {
             .filter(|r| r.record_type() == RecordType::SOA)
             .cloned()
             .collect();
-        let rank = if msg.authoritative() {
+        let rank = if aa {
             Rank::AuthAnswer
         } else {
             Rank::NonAuthAnswer
         };
         if !answers.is_empty() {
+            // Records of a type that was not asked (and no CNAME/DNAME
+            // leading to the asked type) are not an answer: follow_chain
+            // leaves them out, and they are neither stored nor returned.
             let (used, _, _) = follow_chain(&answers, sname, stype);
             if !used.is_empty() {
                 // A plain answer lives in the answer cache already; the
-                // store keeps chains, so a question about any link's target
-                // is answered without going upstream.
-                if used.iter().any(|r| r.record_type() != stype) {
+                // store keeps chains (so a question about any link's
+                // target needs no upstream query) and what steers walks: a
+                // zone's own NS set and its servers' own addresses.
+                let chain = used.iter().any(|r| r.record_type() != stype);
+                let steers = stype == RecordType::NS
+                    || (is_addr_type(stype)
+                        && cut.names().iter().any(|n| *n == &sname.to_lowercase()));
+                if chain || steers {
                     self.store.put_all(&used, rank);
                 }
                 if rc == ResponseCode::NXDomain {
@@ -528,11 +647,14 @@ impl Iterator {
             }
         }
         if rc == ResponseCode::NXDomain {
-            // An NXDOMAIN that is neither authoritative nor backed by the
-            // zone's SOA comes from something that is not the zone's server
-            // (a middlebox, a forwarder): do not believe it.
-            if !msg.authoritative() && soa.is_empty() {
+            // Only the zone's server may say a name does not exist: an
+            // NXDOMAIN without AA comes from something else (a middlebox,
+            // a lame server).
+            if !aa {
                 return None;
+            }
+            if let Some(ttl) = soa.first().and_then(negative_ttl) {
+                self.store.put_nxdomain(sname, ttl);
             }
             return Some(Outcome::Negative {
                 rcode: rcode::NXDOMAIN,
@@ -549,7 +671,7 @@ impl Iterator {
         if let Some(first) = ns.first() {
             let child = first.name().to_lowercase();
             let goes_down = child != *zone && zone.zone_of(&child) && child.zone_of(sname);
-            if !msg.authoritative() || child != *zone {
+            if !aa || child != *zone {
                 if !goes_down {
                     return None;
                 }
@@ -557,14 +679,10 @@ impl Iterator {
                     .into_iter()
                     .filter(|r| r.name().to_lowercase() == child)
                     .collect();
-                let names: Vec<Name> = ns
-                    .iter()
-                    .filter_map(|r| match r.data() {
-                        Some(RData::NS(n)) => Some(n.0.to_lowercase()),
-                        _ => None,
-                    })
-                    .collect();
-                // Glue is only believed under the delegating zone.
+                let names: Vec<Name> = ns.iter().filter_map(ns_target).collect();
+                // Glue is only believed under the delegating zone: in
+                // bailiwick of the child, or a sibling's (which is what
+                // breaks a cycle of zones served from each other).
                 let glue: Vec<Record> = msg
                     .additionals()
                     .iter()
@@ -574,22 +692,18 @@ impl Iterator {
                     .collect();
                 // Glue first: a concurrent walk that sees the new NS set
                 // must find its addresses already there.
-                for n in &names {
-                    let g: Vec<Record> = glue
-                        .iter()
-                        .filter(|r| r.name().to_lowercase() == *n)
-                        .cloned()
-                        .collect();
-                    self.store.put_all(&g, Rank::Glue);
-                }
+                self.store.put_all(&glue, Rank::Glue);
                 self.store.put(ns, Rank::Referral);
                 return Some(Outcome::Referral(Delegation {
                     zone: child,
-                    ns: names,
+                    child_ns: Vec::new(),
+                    parent_ns: names,
                 }));
             }
         }
-        if msg.authoritative() || !soa.is_empty() {
+        // NODATA, which only the zone's server can say; a reply without AA
+        // and without a referral is lame, whatever its authority section.
+        if aa {
             return Some(Outcome::Negative { rcode: 0, soa });
         }
         None
@@ -626,7 +740,19 @@ fn next_link(seen: &mut Vec<Name>, target: Name) -> Result<Name, ResolveError> {
 }
 
 fn is_addr(r: &Record) -> bool {
-    matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+    is_addr_type(r.record_type())
+}
+
+fn is_addr_type(t: RecordType) -> bool {
+    matches!(t, RecordType::A | RecordType::AAAA)
+}
+
+/// RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM).
+fn negative_ttl(soa: &Record) -> Option<u32> {
+    match soa.data() {
+        Some(RData::SOA(s)) => Some(soa.ttl().min(s.minimum())),
+        _ => None,
+    }
 }
 
 fn cname_target(r: &Record) -> Option<Name> {

@@ -62,36 +62,57 @@ impl ServerStats {
     /// (unmeasured first, so every server gets measured), held-down ones
     /// last (still tried when nothing else is left).
     pub fn order(&self, addrs: &mut Vec<IpAddr>, zone: &Name) {
+        *addrs = self.order_tiers(addrs.iter().map(|ip| (0, *ip)), zone);
+    }
+
+    /// Orders `(tier, address)` candidates for `zone`: usable servers
+    /// before held-down ones, then by tier (lower first: the child's
+    /// servers before the parent's), then by smoothed RTT. An address in
+    /// several tiers keeps its lowest.
+    pub fn order_tiers(
+        &self,
+        candidates: impl Iterator<Item = (u8, IpAddr)>,
+        zone: &Name,
+    ) -> Vec<IpAddr> {
         let now = Instant::now();
-        addrs.sort();
-        addrs.dedup();
-        let keyed: Vec<(bool, f64, IpAddr)> = self.with(|m| {
-            addrs
-                .iter()
-                .map(|ip| match m.get(ip) {
-                    None => (false, 0.0, *ip),
+        let mut keyed: Vec<(bool, u8, f64, IpAddr)> = self.with(|m| {
+            candidates
+                .map(|(tier, ip)| match m.get(&ip) {
+                    None => (false, tier, 0.0, ip),
                     Some(i) => {
                         let down = i.dead_until.is_some_and(|t| t > now)
                             || i.lame.iter().any(|(z, t)| z == zone && *t > now);
-                        (down, i.srtt_ms.unwrap_or(0.0), *ip)
+                        (down, tier, i.srtt_ms.unwrap_or(0.0), ip)
                     }
                 })
                 .collect()
         });
-        let mut keyed = keyed;
-        // Equal RTTs (e.g. all unmeasured) are shuffled so load spreads.
-        let mut rng = rand::thread_rng();
         keyed.sort_by(|a, b| {
             a.0.cmp(&b.0)
-                .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+                .then(a.1.cmp(&b.1))
+                .then(a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal))
+                .then(a.3.cmp(&b.3))
         });
-        let mut out: Vec<IpAddr> = keyed.iter().map(|k| k.2).collect();
-        let usable = keyed.iter().filter(|k| !k.0).count();
-        if usable > 1 && rng.gen_bool(PROBE_CHANCE) {
-            let j = rng.gen_range(1..usable);
+        let mut seen: Vec<IpAddr> = Vec::with_capacity(keyed.len());
+        keyed.retain(|k| {
+            let new = !seen.contains(&k.3);
+            seen.push(k.3);
+            new
+        });
+        let mut out: Vec<IpAddr> = keyed.iter().map(|k| k.3).collect();
+        // Now and then try a usable server out of RTT order (within the
+        // first tier), so a server that was slow once gets re-measured.
+        let first_tier = keyed.first().map(|k| (k.0, k.1));
+        let peers = keyed
+            .iter()
+            .take_while(|k| Some((k.0, k.1)) == first_tier && !k.0)
+            .count();
+        let mut rng = rand::thread_rng();
+        if peers > 1 && rng.gen_bool(PROBE_CHANCE) {
+            let j = rng.gen_range(1..peers);
             out.swap(0, j);
         }
-        *addrs = out;
+        out
     }
 
     /// The per-try timeout for `ip` on the `attempt`-th round (0-based).

@@ -1,11 +1,20 @@
 //! What the iterator learns while walking: RRsets with their credibility
-//! (RFC 2181 §5.4.1) and delegations (zone cut → NS names).
+//! (RFC 2181 §5.4.1), delegations (zone cut → NS names) and proven
+//! nonexistence (RFC 8020).
 //!
-//! Glue and referral data are kept at a low rank: they steer the walk but
-//! are never handed to a client as an answer, and an authoritative answer
-//! replaces them. Bounded by entry count; entries expire at their TTL.
+//! Data from either side of a zone cut is kept apart, as Unbound's
+//! "parent-side" cache does: the parent's referral (its NS names and glue)
+//! and the child's own, authoritative NS set and addresses can disagree on
+//! the badly kept parts of the internet, and when the child's data (which
+//! is preferred) leads nowhere, the parent's may still work. Parent-side
+//! data steers the walk only; it is never handed to a client as an answer.
+//!
+//! Keys are lower-cased wire names with the type and side appended, hashed
+//! as plain bytes: no per-lookup case folding of a `Name`. Bounded by an
+//! estimate of bytes; entries expire at their TTL.
 
-use hickory_proto::rr::{Name, Record, RecordType};
+use crate::wire::push_lower_wire;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use moka::sync::Cache;
 use moka::Expiry;
 use std::net::IpAddr;
@@ -25,6 +34,25 @@ pub enum Rank {
     NonAuthAnswer,
     /// An authoritative answer.
     AuthAnswer,
+}
+
+/// Which side of a zone cut said it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The delegating zone: referrals and glue (and the root hints).
+    Parent,
+    /// The zone itself: answers.
+    Child,
+}
+
+impl Rank {
+    fn side(self) -> Side {
+        if self <= Rank::Referral {
+            Side::Parent
+        } else {
+            Side::Child
+        }
+    }
 }
 
 /// One stored RRset.
@@ -47,28 +75,52 @@ impl RRset {
     }
 }
 
-/// A zone cut: the zone's NS names.
+/// A zone cut and the name servers both sides name for it.
 #[derive(Debug, Clone)]
 pub struct Delegation {
     /// The zone (lower case).
     pub zone: Name,
-    /// Its name servers.
-    pub ns: Vec<Name>,
+    /// The zone's own NS set (from an authoritative answer), preferred.
+    pub child_ns: Vec<Name>,
+    /// The parent's NS set (from a referral, or the root hints).
+    pub parent_ns: Vec<Name>,
+}
+
+impl Delegation {
+    /// Every NS name, the child's first, each once.
+    pub fn names(&self) -> Vec<&Name> {
+        let mut out: Vec<&Name> = self.child_ns.iter().collect();
+        for n in &self.parent_ns {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    }
+}
+
+/// Type code under which proven nonexistence (NXDOMAIN) of a name is kept;
+/// 0 is reserved (RFC 6895 §3.1) so it never collides with an RRset.
+const NXDOMAIN_MARK: u16 = 0;
+
+type Key = Box<[u8]>;
+
+fn key(name: &Name, rtype: u16, side: Side) -> Key {
+    let mut k = Vec::with_capacity(name.len() + 4);
+    push_lower_wire(name, &mut k);
+    k.extend_from_slice(&rtype.to_be_bytes());
+    k.push(side as u8);
+    k.into_boxed_slice()
 }
 
 struct SetExpiry;
-impl Expiry<(Name, RecordType), Arc<RRset>> for SetExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &(Name, RecordType),
-        v: &Arc<RRset>,
-        _n: Instant,
-    ) -> Option<Duration> {
+impl Expiry<Key, Arc<RRset>> for SetExpiry {
+    fn expire_after_create(&self, _k: &Key, v: &Arc<RRset>, _n: Instant) -> Option<Duration> {
         Some(Duration::from_secs(v.ttl as u64))
     }
     fn expire_after_update(
         &self,
-        k: &(Name, RecordType),
+        k: &Key,
         v: &Arc<RRset>,
         n: Instant,
         _d: Option<Duration>,
@@ -79,7 +131,7 @@ impl Expiry<(Name, RecordType), Arc<RRset>> for SetExpiry {
 
 /// The iterator's memory.
 pub struct Store {
-    sets: Cache<(Name, RecordType), Arc<RRset>>,
+    sets: Cache<Key, Arc<RRset>, ahash::RandomState>,
     max_ttl: u32,
 }
 
@@ -89,30 +141,30 @@ impl Store {
         Store {
             sets: Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|k: &(Name, RecordType), v: &Arc<RRset>| {
+                .weigher(|k: &Key, v: &Arc<RRset>| {
                     // Owner name (stored once per record by hickory) plus
                     // rdata and bookkeeping; an estimate, not an audit.
-                    let per = k.0.len() as u32 + 96;
+                    let per = k.len() as u32 + 96;
                     (per.saturating_mul(v.records.len() as u32))
-                        .saturating_add(k.0.len() as u32 + 128)
+                        .saturating_add(k.len() as u32 + 128)
                 })
                 .expire_after(SetExpiry)
-                .build(),
+                .build_with_hasher(ahash::RandomState::new()),
             max_ttl,
         }
     }
 
     /// Stores records (all of one owner and type) unless something more
-    /// credible and still live is already there.
+    /// credible and still live is already there on the same side.
     pub fn put(&self, records: Vec<Record>, rank: Rank) {
         let Some(first) = records.first() else { return };
-        let key = (first.name().to_lowercase(), first.record_type());
-        let ttl = records
-            .iter()
-            .map(Record::ttl)
-            .min()
-            .unwrap_or(0)
-            .min(self.max_ttl);
+        let key = key(first.name(), first.record_type().into(), rank.side());
+        let ttl = records.iter().map(Record::ttl).min().unwrap_or(0);
+        self.insert(key, records, rank, ttl);
+    }
+
+    fn insert(&self, key: Key, records: Vec<Record>, rank: Rank, ttl: u32) {
+        let ttl = ttl.min(self.max_ttl);
         if ttl == 0 {
             return;
         }
@@ -150,56 +202,62 @@ impl Store {
         }
     }
 
-    /// Live records at or above `min_rank`, TTLs lowered by their age.
-    pub fn get(&self, name: &Name, rtype: RecordType, min_rank: Rank) -> Option<Vec<Record>> {
-        let set = self.sets.get(&(name.to_lowercase(), rtype))?;
-        if set.rank < min_rank {
-            return None;
-        }
+    fn live(&self, name: &Name, rtype: u16, side: Side) -> Option<(Arc<RRset>, u32)> {
+        let set = self.sets.get(&key(name, rtype, side))?;
         let left = set.remaining(Instant::now());
-        if left == 0 {
-            return None;
+        (left > 0).then_some((set, left))
+    }
+
+    /// Live records of one side, TTLs lowered by their age.
+    pub fn get_side(&self, name: &Name, rtype: RecordType, side: Side) -> Option<Vec<Record>> {
+        let (set, left) = self.live(name, rtype.into(), side)?;
+        Some(aged(&set, left))
+    }
+
+    /// Live records at or above `min_rank`: the child's when it has them,
+    /// else (when `min_rank` allows) the parent's.
+    pub fn get(&self, name: &Name, rtype: RecordType, min_rank: Rank) -> Option<Vec<Record>> {
+        for side in [Side::Child, Side::Parent] {
+            if side == Side::Parent && min_rank > Rank::Referral {
+                break;
+            }
+            if let Some((set, left)) = self.live(name, rtype.into(), side) {
+                if set.rank >= min_rank {
+                    return Some(aged(&set, left));
+                }
+            }
         }
-        Some(
-            set.records
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.set_ttl(r.ttl().min(left).max(1));
-                    r
-                })
-                .collect(),
-        )
+        None
     }
 
     /// Answer-grade records with more than a tenth of their TTL left: data
     /// about to expire is refreshed upstream rather than reused (this is
     /// what makes a prefetch a real refresh).
     pub fn get_fresh(&self, name: &Name, rtype: RecordType) -> Option<Vec<Record>> {
-        let set = self.sets.get(&(name.to_lowercase(), rtype))?;
-        if set.rank < Rank::NonAuthAnswer
-            || set.remaining(Instant::now()) as u64 * 10 <= set.ttl as u64
-        {
+        let (set, left) = self.live(name, rtype.into(), Side::Child)?;
+        if set.rank < Rank::NonAuthAnswer || left as u64 * 10 <= set.ttl as u64 {
             return None;
         }
-        self.get(name, rtype, Rank::NonAuthAnswer)
+        Some(aged(&set, left))
     }
 
-    /// The deepest zone cut at or above `name` with a live NS set.
+    /// The deepest zone cut at or above `name` with a live NS set on
+    /// either side.
     pub fn deepest_cut(&self, name: &Name) -> Option<Delegation> {
         let mut n = name.to_lowercase();
         loop {
-            if let Some(ns) = self.get(&n, RecordType::NS, Rank::Hint) {
-                let ns: Vec<Name> = ns
-                    .iter()
-                    .filter_map(|r| match r.data() {
-                        Some(hickory_proto::rr::RData::NS(t)) => Some(t.0.to_lowercase()),
-                        _ => None,
-                    })
-                    .collect();
-                if !ns.is_empty() {
-                    return Some(Delegation { zone: n, ns });
-                }
+            let names = |side| {
+                self.get_side(&n, RecordType::NS, side)
+                    .map(|rs| rs.iter().filter_map(ns_target).collect::<Vec<Name>>())
+                    .unwrap_or_default()
+            };
+            let (child_ns, parent_ns) = (names(Side::Child), names(Side::Parent));
+            if !child_ns.is_empty() || !parent_ns.is_empty() {
+                return Some(Delegation {
+                    zone: n,
+                    child_ns,
+                    parent_ns,
+                });
             }
             if n.is_root() {
                 return None;
@@ -208,15 +266,36 @@ impl Store {
         }
     }
 
-    /// Known addresses of a server name (any rank).
-    pub fn addresses(&self, name: &Name) -> Vec<IpAddr> {
+    /// Known addresses of a server name from one side of the cut.
+    pub fn addresses(&self, name: &Name, side: Side) -> Vec<IpAddr> {
         let mut out = Vec::new();
         for t in [RecordType::A, RecordType::AAAA] {
-            if let Some(rs) = self.get(name, t, Rank::Hint) {
-                out.extend(rs.iter().filter_map(record_addr));
+            if let Some((set, _)) = self.live(name, t.into(), side) {
+                out.extend(set.records.iter().filter_map(record_addr));
             }
         }
         out
+    }
+
+    /// Remembers that `name` does not exist, for `ttl` seconds.
+    pub fn put_nxdomain(&self, name: &Name, ttl: u32) {
+        let key = key(name, NXDOMAIN_MARK, Side::Child);
+        self.insert(key, Vec::new(), Rank::AuthAnswer, ttl);
+    }
+
+    /// Whether `name` or an ancestor is known not to exist (RFC 8020:
+    /// nothing exists below a name that does not exist).
+    pub fn nxdomain(&self, name: &Name) -> bool {
+        let mut n = name.clone();
+        loop {
+            if self.live(&n, NXDOMAIN_MARK, Side::Child).is_some() {
+                return true;
+            }
+            if n.is_root() {
+                return false;
+            }
+            n = n.base_name();
+        }
     }
 
     /// Forgets everything (control `flush`).
@@ -225,11 +304,30 @@ impl Store {
     }
 }
 
+fn aged(set: &RRset, left: u32) -> Vec<Record> {
+    set.records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.set_ttl(r.ttl().min(left).max(1));
+            r
+        })
+        .collect()
+}
+
+/// The name server an NS record names, lower case.
+pub fn ns_target(r: &Record) -> Option<Name> {
+    match r.data() {
+        Some(RData::NS(t)) => Some(t.0.to_lowercase()),
+        _ => None,
+    }
+}
+
 /// The address in an A or AAAA record.
 pub fn record_addr(r: &Record) -> Option<IpAddr> {
     match r.data() {
-        Some(hickory_proto::rr::RData::A(a)) => Some(IpAddr::V4(a.0)),
-        Some(hickory_proto::rr::RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
+        Some(RData::A(a)) => Some(IpAddr::V4(a.0)),
+        Some(RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
         _ => None,
     }
 }

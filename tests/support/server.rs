@@ -38,6 +38,17 @@ pub struct Faults {
     pub tcp_close: bool,
     /// Queries with an OPT record get FORMERR without OPT (pre-EDNS server).
     pub formerr_on_edns: bool,
+    /// Queries of these types get a "lame" reply: NOERROR, AA=0, no answer
+    /// and no referral (the zone's SOA is left in the authority section, as
+    /// a misconfigured server that is not authoritative sends it).
+    pub lame_types: Vec<RecordType>,
+    /// `(asked, served)`: a query of type `asked` is answered with the
+    /// records of type `served` at the name instead (a broken server).
+    pub answer_as: Option<(RecordType, RecordType)>,
+    /// Negative answers are sent without the SOA in the authority section.
+    pub strip_soa: bool,
+    /// Every reply has AA=0 (a server that is not authoritative).
+    pub clear_aa: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -185,7 +196,34 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         } else if q.query_class() != DNSClass::IN && q.query_class() != DNSClass::ANY {
             resp.set_response_code(ResponseCode::Refused);
         } else {
-            answer_into(state, q.name(), q.query_type(), &mut resp);
+            let asked = q.query_type();
+            let served = match faults.answer_as {
+                Some((a, s)) if a == asked => s,
+                _ => asked,
+            };
+            answer_into(state, q.name(), served, &mut resp);
+            if faults.lame_types.contains(&asked) {
+                resp.set_authoritative(false);
+                resp.take_answers();
+                let soa: Vec<Record> = resp
+                    .take_name_servers()
+                    .into_iter()
+                    .filter(|r| r.record_type() == RecordType::SOA)
+                    .collect();
+                resp.add_name_servers(soa);
+                resp.take_additionals();
+            }
+            if faults.clear_aa {
+                resp.set_authoritative(false);
+            }
+            if faults.strip_soa {
+                let kept: Vec<Record> = resp
+                    .take_name_servers()
+                    .into_iter()
+                    .filter(|r| r.record_type() != RecordType::SOA)
+                    .collect();
+                resp.add_name_servers(kept);
+            }
         }
     }
 
