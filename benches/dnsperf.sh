@@ -24,6 +24,9 @@
 #   tcp    dnsperf -m tcp over the hot names with -c 10 and -c 1000
 #
 # Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532);
+# BENCH_DUR, BENCH_NAMES, BENCH_COLD override the phase length and counts;
+# PERF_PHASE=cold|load records resolvd during that phase with
+# `perf record -e cpu-clock -g` into PERF_OUT (/tmp/resolvd-PHASE.perf);
 # HOT_QPS (-Q for hot and TCP runs, default 1000000); KEEP=1 keeps the
 # temporary directory (configs, logs, raw dnsperf output).
 set -euo pipefail
@@ -35,6 +38,8 @@ if [ "$QUICK" = 1 ]; then
 else
   DUR=10 NAMES=100000 COLD=20000
 fi
+# Overrides, e.g. for repeated cold-path runs: DUR=1 COLD=40000 NAMES=60000.
+DUR=${BENCH_DUR:-$DUR} NAMES=${BENCH_NAMES:-$NAMES} COLD=${BENCH_COLD:-$COLD}
 HOT=1000
 HOT_QPS=${HOT_QPS:-1000000}
 RESOLVD_PORT=${RESOLVD_PORT:-53531}
@@ -203,6 +208,23 @@ perf_run() {
 # cpu_us TICKS COMPLETED: server CPU microseconds per answered query.
 cpu_us() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }'; }
 
+# profile_start NAME PHASE PID / profile_stop: `perf record` of resolvd
+# during the phase named by PERF_PHASE, into PERF_OUT.
+PROF=""
+profile_start() {
+  if [ "${PERF_PHASE:-}" = "$2" ] && [ "$1" = resolvd ]; then
+    perf record -e cpu-clock ${PERF_CALLGRAPH:--g} -o "${PERF_OUT:-/tmp/resolvd-$2.perf}" -p "$3" 2>/dev/null &
+    PROF=$!
+  fi
+}
+profile_stop() {
+  if [ -n "$PROF" ]; then
+    kill -INT "$PROF" 2>/dev/null || true
+    wait "$PROF" 2>/dev/null || true
+    PROF=""
+  fi
+}
+
 declare -A R # results: R[resolver.metric]
 
 # bench NAME PID PORT: the whole sequence against one running resolver.
@@ -225,13 +247,17 @@ bench() {
   R[$name.hot_busy]=$(awk -v t="$cpu" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", t * 100 / hz / d }')
 
   log "$name: cold, $COLD new names"
+  profile_start "$name" cold "$pid"
   line=$(perf_run "$name-cold" "$pid" -p "$port" -d cold.txt -n 1 -l 120 -c 10)
+  profile_stop
   read -r sent answered lost qps lat ok cpu <<<"$line"
   R[$name.cold_qps]=$qps R[$name.cold_lost]=$lost R[$name.cold_cpu]=$(cpu_us "$cpu" "$answered")
   cached=$((cached + ok))
 
   log "$name: loading the other $((NAMES - HOT - COLD)) names"
+  profile_start "$name" load "$pid"
   line=$(perf_run "$name-load" "$pid" -p "$port" -d rest.txt -n 1 -l 300 -c 10)
+  profile_stop
   read -r sent answered lost qps lat ok cpu <<<"$line"
   R[$name.load_qps]=$qps R[$name.load_cpu]=$(cpu_us "$cpu" "$answered")
   cached=$((cached + ok))

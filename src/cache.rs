@@ -42,7 +42,9 @@ pub struct AnswerCache {
     /// Random per process (aHash), so clients cannot aim for collisions.
     hash_keys: ahash::RandomState,
     /// Names known not to exist, with the SOA that said so.
-    nxdomains: Option<Cache<Name, Arc<NxDomain>>>,
+    /// Keyed by lower-cased wire name, so the lookup walks the suffixes of
+    /// a query's name bytes without decoding or allocating.
+    nxdomains: Option<Cache<NxKey, Arc<NxDomain>, ahash::RandomState>>,
     cfg: CacheConfig,
 }
 
@@ -51,6 +53,9 @@ pub struct AnswerCache {
 /// Measured with `cargo bench --bench hot_path` (resident bytes per entry
 /// minus what the weigher counted), so `max_size` bounds real memory.
 const ENTRY_OVERHEAD: usize = 391;
+
+/// A lower-cased wire name (its length is what the weigher needs).
+type NxKey = Box<[u8]>;
 
 /// An NXDOMAIN remembered for RFC 8020 cuts.
 #[derive(Debug)]
@@ -82,8 +87,13 @@ impl Hasher for PrehashedKey {
 
 struct NxExpiry;
 
-impl Expiry<Name, Arc<NxDomain>> for NxExpiry {
-    fn expire_after_create(&self, _k: &Name, v: &Arc<NxDomain>, _now: Instant) -> Option<Duration> {
+impl Expiry<NxKey, Arc<NxDomain>> for NxExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &NxKey,
+        v: &Arc<NxDomain>,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(Duration::from_secs(v.soa.ttl() as u64))
     }
 }
@@ -112,12 +122,12 @@ impl AnswerCache {
         let nxdomains = enabled.then(|| {
             Cache::builder()
                 .max_capacity(cfg.max_size.0 / 16)
-                .weigher(|k: &Name, _v: &Arc<NxDomain>| {
+                .weigher(|k: &NxKey, _v: &Arc<NxDomain>| {
                     u32::try_from(k.len() * 2 + 200).unwrap_or(u32::MAX)
                 })
                 .expire_after(NxExpiry)
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(ahash::RandomState::new())
         });
         AnswerCache {
             answers,
@@ -184,7 +194,7 @@ impl AnswerCache {
             }
             if let (3, Some(nx), Some(soa)) = (rcode, &self.nxdomains, soa) {
                 nx.insert(
-                    qname.to_lowercase(),
+                    name_to_wire(qname).into_boxed_slice(),
                     Arc::new(NxDomain {
                         soa,
                         stored_at: Instant::now(),
@@ -197,11 +207,13 @@ impl AnswerCache {
 
     /// RFC 8020: a cached NXDOMAIN at `qname` or an ancestor answers for it.
     /// Returns the SOA with its TTL aged.
-    pub fn nxdomain_cut(&self, qname: &Name) -> Option<Record> {
+    /// `name` is lower-cased and uncompressed, as in a query key.
+    pub fn nxdomain_cut(&self, name: &[u8]) -> Option<Record> {
         let nx = self.nxdomains.as_ref()?;
-        let mut n = qname.to_lowercase();
-        loop {
-            if let Some(e) = nx.get(&n) {
+        let mut at = 0usize;
+        while let Some(&len) = name.get(at) {
+            let suffix = name.get(at..).unwrap_or(&[]);
+            if let Some(e) = nx.get(suffix) {
                 let age = e.stored_at.elapsed().as_secs() as u32;
                 let left = e.soa.ttl().saturating_sub(age);
                 if left > 0 {
@@ -210,11 +222,12 @@ impl AnswerCache {
                     return Some(soa);
                 }
             }
-            if n.num_labels() == 0 {
-                return None;
+            if len == 0 {
+                break;
             }
-            n = n.base_name();
+            at += 1 + usize::from(len);
         }
+        None
     }
 
     /// Removes everything.
@@ -245,9 +258,13 @@ impl AnswerCache {
             c.run_pending_tasks();
         }
         if let Some(c) = &self.nxdomains {
-            let t = target.clone();
-            let _ =
-                c.invalidate_entries_if(move |k, _| if subtree { t.zone_of(k) } else { *k == t });
+            let _ = c.invalidate_entries_if(move |k, _| {
+                if subtree {
+                    k.ends_with(&wire) && label_boundary(k, wire.len())
+                } else {
+                    k[..] == wire[..]
+                }
+            });
             c.run_pending_tasks();
         }
     }
@@ -286,11 +303,7 @@ fn label_boundary(name: &[u8], n: usize) -> bool {
 /// Lower-case uncompressed wire form of a name.
 pub fn name_to_wire(name: &Name) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 1);
-    for l in name.iter() {
-        out.push(l.len() as u8);
-        out.extend(l.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
+    crate::wire::push_lower_wire(name, &mut out);
     out
 }
 

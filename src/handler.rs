@@ -263,7 +263,7 @@ impl Handler {
             return;
         };
         Metrics::inc(&self.metrics.misses);
-        if let Some(soa) = self.cache.nxdomain_cut(&qname) {
+        if let Some(soa) = self.cache.nxdomain_cut(q.name_wire()) {
             let s = Sections {
                 rcode: rcode::NXDOMAIN,
                 authority: vec![soa],

@@ -297,10 +297,7 @@ impl Iterator {
                     // exists below, the full name included. Without that
                     // proof (some servers say NXDOMAIN for empty
                     // non-terminals) ask the full question instead.
-                    if soa
-                        .first()
-                        .is_some_and(|r| r.name().to_lowercase() == cut.zone)
-                    {
+                    if soa.first().is_some_and(|r| *r.name() == cut.zone) {
                         return Ok(Outcome::Negative { rcode: r, soa });
                     }
                     minimise = false;
@@ -404,21 +401,25 @@ impl Iterator {
     /// Unbound's parent-side fallback for when the child's data is wrong).
     fn known_servers(&self, cut: &Delegation) -> Vec<IpAddr> {
         let mut cands: Vec<(u8, IpAddr)> = Vec::new();
-        let preferred = if cut.child_ns.is_empty() {
-            &cut.parent_ns
-        } else {
-            &cut.child_ns
-        };
-        for ns in preferred {
-            let mut addrs = self.store.addresses(ns, Side::Child);
-            if addrs.is_empty() {
-                addrs = self.store.addresses(ns, Side::Parent);
-            }
-            cands.extend(addrs.into_iter().map(|ip| (0, ip)));
-        }
+        let prefer_child = !cut.child_ns.is_empty();
         for ns in cut.names() {
-            for side in [Side::Parent, Side::Child] {
-                cands.extend(self.store.addresses(ns, side).into_iter().map(|ip| (1, ip)));
+            let child = self.store.addresses(ns, Side::Child);
+            let parent = self.store.addresses(ns, Side::Parent);
+            let preferred = if prefer_child {
+                cut.child_ns.contains(ns)
+            } else {
+                cut.parent_ns.contains(ns)
+            };
+            // Tier 0: the preferred side's names, at the child's own
+            // addresses for them when it gave any; tier 1: the rest.
+            let first = if child.is_empty() { &parent } else { &child };
+            for &ip in child.iter().chain(&parent) {
+                let tier = if preferred && first.contains(&ip) {
+                    0
+                } else {
+                    1
+                };
+                cands.push((tier, ip));
             }
         }
         if cut.zone.is_root() {
@@ -631,9 +632,10 @@ impl Iterator {
                 // target needs no upstream query) and what steers walks: a
                 // zone's own NS set and its servers' own addresses.
                 let chain = used.iter().any(|r| r.record_type() != stype);
+                // (Name equality ignores ASCII case.)
                 let steers = stype == RecordType::NS
                     || (is_addr_type(stype)
-                        && cut.names().iter().any(|n| *n == &sname.to_lowercase()));
+                        && (cut.child_ns.contains(sname) || cut.parent_ns.contains(sname)));
                 if chain || steers {
                     self.store.put_all(&used, rank);
                 }
@@ -675,10 +677,7 @@ impl Iterator {
                 if !goes_down {
                     return None;
                 }
-                let ns: Vec<Record> = ns
-                    .into_iter()
-                    .filter(|r| r.name().to_lowercase() == child)
-                    .collect();
+                let ns: Vec<Record> = ns.into_iter().filter(|r| *r.name() == child).collect();
                 let names: Vec<Name> = ns.iter().filter_map(ns_target).collect();
                 // Glue is only believed under the delegating zone: in
                 // bailiwick of the child, or a sibling's (which is what

@@ -78,7 +78,7 @@ impl RRset {
 /// A zone cut and the name servers both sides name for it.
 #[derive(Debug, Clone)]
 pub struct Delegation {
-    /// The zone (lower case).
+    /// The zone (compare with `Name`'s `==`, which ignores case).
     pub zone: Name,
     /// The zone's own NS set (from an authoritative answer), preferred.
     pub child_ns: Vec<Name>,
@@ -104,6 +104,45 @@ impl Delegation {
 const NXDOMAIN_MARK: u16 = 0;
 
 type Key = Box<[u8]>;
+
+/// A key built on the stack for lookups, so reading the store allocates
+/// nothing (a wire name is at most 255 bytes).
+struct KeyBuf {
+    buf: [u8; 258],
+    len: usize,
+}
+
+impl KeyBuf {
+    fn new(name: &Name, rtype: u16, side: Side) -> KeyBuf {
+        let mut k = KeyBuf {
+            buf: [0; 258],
+            len: 0,
+        };
+        for label in name.iter() {
+            k.push(label.len() as u8);
+            for b in label {
+                k.push(b.to_ascii_lowercase());
+            }
+        }
+        k.push(0);
+        for b in rtype.to_be_bytes() {
+            k.push(b);
+        }
+        k.push(side as u8);
+        k
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+}
 
 fn key(name: &Name, rtype: u16, side: Side) -> Key {
     let mut k = Vec::with_capacity(name.len() + 4);
@@ -203,7 +242,7 @@ impl Store {
     }
 
     fn live(&self, name: &Name, rtype: u16, side: Side) -> Option<(Arc<RRset>, u32)> {
-        let set = self.sets.get(&key(name, rtype, side))?;
+        let set = self.sets.get(KeyBuf::new(name, rtype, side).as_slice())?;
         let left = set.remaining(Instant::now());
         (left > 0).then_some((set, left))
     }
@@ -244,11 +283,16 @@ impl Store {
     /// The deepest zone cut at or above `name` with a live NS set on
     /// either side.
     pub fn deepest_cut(&self, name: &Name) -> Option<Delegation> {
-        let mut n = name.to_lowercase();
+        let mut n = name.clone();
         loop {
             let names = |side| {
-                self.get_side(&n, RecordType::NS, side)
-                    .map(|rs| rs.iter().filter_map(ns_target).collect::<Vec<Name>>())
+                self.live(&n, RecordType::NS.into(), side)
+                    .map(|(rs, _)| {
+                        rs.records
+                            .iter()
+                            .filter_map(ns_target)
+                            .collect::<Vec<Name>>()
+                    })
                     .unwrap_or_default()
             };
             let (child_ns, parent_ns) = (names(Side::Child), names(Side::Parent));

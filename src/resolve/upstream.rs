@@ -8,7 +8,7 @@
 //! accepted only if its ID and question (name, type, class) match too.
 //! Anything else is ignored and we keep waiting until the timeout.
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -143,23 +143,29 @@ impl Upstream {
         Ok(Reply { msg: reply, rtt })
     }
 
+    /// The query in wire form, written directly (RFC 1035 §4.1, RFC 6891
+    /// §6.1.2 for the OPT record): no message object to build and encode.
     fn build(&self, qname: &Name, qtype: RecordType, edns: bool) -> (u16, Vec<u8>) {
         let id: u16 = rand::random();
-        let mut m = Message::new();
-        m.set_id(id)
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Query)
-            .set_recursion_desired(false);
-        let mut q = Query::query(qname.clone(), qtype);
-        q.set_query_class(DNSClass::IN);
-        m.add_query(q);
-        if edns {
-            let mut e = Edns::new();
-            e.set_max_payload(self.cfg.edns_payload);
-            e.set_version(0);
-            m.set_edns(e);
+        let mut out = Vec::with_capacity(12 + 256 + 4 + 11);
+        out.extend_from_slice(&id.to_be_bytes());
+        // Flags 0: a standard query with RD=0 (we iterate ourselves).
+        out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+        for label in qname.iter() {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
         }
-        (id, m.to_vec().unwrap_or_default())
+        out.push(0);
+        out.extend_from_slice(&u16::from(qtype).to_be_bytes());
+        out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+        if edns {
+            // Owner root, type OPT, class = our payload size, extended
+            // RCODE 0, version 0, no flags, no options.
+            out.extend_from_slice(&[0, 0, 41]);
+            out.extend_from_slice(&self.cfg.edns_payload.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        }
+        (id, out)
     }
 
     async fn udp(
@@ -170,17 +176,7 @@ impl Upstream {
         edns: bool,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
-        let bind: SocketAddr = if addr.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        } else {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let sock = UdpSocket::bind(bind)
-            .await
-            .map_err(ExchangeError::Unreachable)?;
-        sock.connect(addr)
-            .await
-            .map_err(ExchangeError::Unreachable)?;
+        let sock = connected_socket(addr).map_err(ExchangeError::Unreachable)?;
         let (id, bytes) = self.build(qname, qtype, edns);
         sock.send(&bytes)
             .await
@@ -188,9 +184,10 @@ impl Upstream {
         let deadline = Instant::now() + timeout;
         // Large enough for anything we invited (our EDNS size); a larger
         // datagram is truncated by the kernel, fails to parse and is ignored.
-        let mut buf = vec![0u8; (self.cfg.edns_payload as usize).max(512) + 1];
+        let mut buf = Vec::with_capacity((self.cfg.edns_payload as usize).max(512) + 1);
         loop {
-            let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            buf.clear();
+            let n = match tokio::time::timeout_at(deadline, sock.recv_buf(&mut buf)).await {
                 Err(_) => return Err(ExchangeError::Timeout),
                 Ok(Err(e)) => return Err(ExchangeError::Unreachable(e)),
                 Ok(Ok(n)) => n,
@@ -236,6 +233,21 @@ impl Upstream {
             Ok(Ok(m)) => Ok(m),
         }
     }
+}
+
+/// A non-blocking UDP socket connected to `addr`. `connect` binds it to a
+/// random ephemeral port chosen by the kernel (RFC 5452 §9.2), so no
+/// separate `bind` call is needed, and the kernel drops datagrams from any
+/// other address or port.
+fn connected_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(
+        domain,
+        socket2::Type::DGRAM.nonblocking(),
+        Some(socket2::Protocol::UDP),
+    )?;
+    sock.connect(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 /// Connecting a UDP socket sends nothing but consults the routing table:
