@@ -5,9 +5,18 @@
 //! - Root priming (RFC 8109) from the hints, re-done when the root NS set
 //!   expires; if it fails the hints are used and priming retried later.
 //! - QNAME minimisation (RFC 9156 §3), with the relaxed fallback: when a
-//!   minimised query gets NXDOMAIN or an error, the full name is sent.
+//!   minimised query fails, or gets an NXDOMAIN that does not carry the
+//!   zone's SOA, the full name is sent; an authoritative NXDOMAIN with the
+//!   SOA ends the walk (RFC 8020).
 //! - Bailiwick: only records at or below the zone the server was asked
-//!   about are used or stored; glue only when under the delegating zone.
+//!   about are used or stored; glue only when under the delegating zone
+//!   (in bailiwick or a sibling's, which breaks glue cycles).
+//! - Server choice: the child's NS set and addresses first, the parent's
+//!   referral and glue when they all fail (RFC 2181 §5.4.1; Unbound's
+//!   parent-side fallback); glueless NS names resolved only then.
+//! - Strictness: NXDOMAIN and NODATA only with AA; a reply with neither AA
+//!   nor a referral, or with an RCODE other than NOERROR/NXDOMAIN, is lame
+//!   for the zone; records of a type that was not asked are not data.
 //! - Budgets against NXNSAttack (CVE-2020-12662) and tsuNAME loops: upstream
 //!   queries per client query, referral depth, glueless NS names resolved
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
