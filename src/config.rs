@@ -104,6 +104,8 @@ pub struct ResolverConfig {
     pub upstream_port: u16,
     /// RFC 9156 QNAME minimisation.
     pub qname_minimisation: bool,
+    /// Random letter case in upstream query names (0x20), checked in replies.
+    pub qname_case_randomisation: bool,
     /// EDNS buffer size advertised upstream.
     pub edns_payload: u16,
     /// First per-try timeout for a server we know nothing about.
@@ -143,6 +145,7 @@ impl Default for ResolverConfig {
             query_loopback: false,
             upstream_port: 53,
             qname_minimisation: true,
+            qname_case_randomisation: true,
             edns_payload: 1232,
             initial_timeout: Dur::millis(400),
             max_timeout: Dur::millis(2000),

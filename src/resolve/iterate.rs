@@ -148,6 +148,7 @@ impl Iterator {
             port: cfg.upstream_port,
             edns_payload: cfg.edns_payload,
             query_loopback: cfg.query_loopback,
+            case_randomisation: cfg.qname_case_randomisation,
         });
         Iterator {
             // A quarter of the cache budget (the answer cache takes the

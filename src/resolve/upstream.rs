@@ -7,6 +7,12 @@
 //! the kernel drops datagrams from any other address or port; a reply is
 //! accepted only if its ID and question (name, type, class) match too.
 //! Anything else is ignored and we keep waiting until the timeout.
+//!
+//! 0x20 (draft-vixie-dnsext-dns0x20, Unbound's `use-caps-for-id`): the
+//! letters of the query name get random case, and the reply's question
+//! must echo it byte for byte, adding about a bit per letter to what a
+//! forger must guess. A server that answers with the case changed is
+//! remembered and asked without randomisation from then on.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -33,6 +39,10 @@ pub enum ExchangeError {
     /// A reply we could not use (undecodable over TCP).
     #[error("bad reply")]
     BadReply,
+    /// The reply matched but for the case of the question name: the
+    /// server does not preserve it (0x20 cannot be used with it).
+    #[error("question case not preserved")]
+    CaseMismatch,
 }
 
 /// Upstream transport settings.
@@ -44,6 +54,8 @@ pub struct UpstreamConfig {
     pub edns_payload: u16,
     /// Allow 127.0.0.0/8 and ::1.
     pub query_loopback: bool,
+    /// Randomise the case of query names (0x20).
+    pub case_randomisation: bool,
 }
 
 /// Sends queries upstream.
@@ -52,6 +64,8 @@ pub struct Upstream {
     /// Servers that answered FORMERR/NOTIMP to an EDNS query; they are
     /// asked without OPT from then on.
     no_edns: Mutex<HashSet<IpAddr>>,
+    /// Servers that did not echo the question's case; asked without 0x20.
+    no_caps: Mutex<HashSet<IpAddr>>,
     /// Whether this host has a route to the global IPv6 internet; without
     /// one, IPv6 server addresses are skipped instead of failing one by one.
     ipv6_route: bool,
@@ -72,6 +86,7 @@ impl Upstream {
         Upstream {
             cfg,
             no_edns: Mutex::new(HashSet::new()),
+            no_caps: Mutex::new(HashSet::new()),
             ipv6_route: has_ipv6_route(),
         }
     }
@@ -100,85 +115,92 @@ impl Upstream {
             return Err(ExchangeError::Forbidden);
         }
         let addr = SocketAddr::new(server, self.cfg.port);
-        let use_edns = !self
-            .no_edns
-            .lock()
-            .map(|s| s.contains(&server))
-            .unwrap_or(false);
-        let started = Instant::now();
-        let reply = self.udp(addr, qname, qtype, use_edns, timeout).await?;
-        let rc = reply.response_code();
-        if use_edns
-            && (rc == ResponseCode::FormErr || rc == ResponseCode::NotImp)
-            && reply.extensions().is_none()
-        {
-            if let Ok(mut s) = self.no_edns.lock() {
+        let listed =
+            |set: &Mutex<HashSet<IpAddr>>| set.lock().map(|s| s.contains(&server)).unwrap_or(false);
+        let remember = |set: &Mutex<HashSet<IpAddr>>| {
+            if let Ok(mut s) = set.lock() {
                 s.insert(server);
             }
-            let reply = self.udp(addr, qname, qtype, false, timeout).await?;
-            return self
-                .finish(addr, qname, qtype, false, timeout, reply, started)
-                .await;
+        };
+        let mut edns = !listed(&self.no_edns);
+        let mut caps = self.cfg.case_randomisation && !listed(&self.no_caps);
+        let started = Instant::now();
+        // At most one fallback of each kind: without 0x20, without EDNS.
+        for _ in 0..3 {
+            let query = self.build(qname, qtype, edns, caps);
+            let reply = match self.udp(addr, &query, timeout).await {
+                Err(ExchangeError::CaseMismatch) if caps => {
+                    tracing::debug!(%server, "no 0x20: the server changed the question's case");
+                    remember(&self.no_caps);
+                    caps = false;
+                    continue;
+                }
+                other => other?,
+            };
+            let rc = reply.response_code();
+            if edns
+                && (rc == ResponseCode::FormErr || rc == ResponseCode::NotImp)
+                && reply.extensions().is_none()
+            {
+                remember(&self.no_edns);
+                edns = false;
+                continue;
+            }
+            let rtt = started.elapsed();
+            if reply.truncated() {
+                let msg = self
+                    .tcp(addr, &self.build(qname, qtype, edns, caps), timeout)
+                    .await?;
+                return Ok(Reply { msg, rtt });
+            }
+            return Ok(Reply { msg: reply, rtt });
         }
-        self.finish(addr, qname, qtype, use_edns, timeout, reply, started)
-            .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        addr: SocketAddr,
-        qname: &Name,
-        qtype: RecordType,
-        edns: bool,
-        timeout: Duration,
-        reply: Message,
-        started: Instant,
-    ) -> Result<Reply, ExchangeError> {
-        let rtt = started.elapsed();
-        if reply.truncated() {
-            let msg = self.tcp(addr, qname, qtype, edns, timeout).await?;
-            return Ok(Reply { msg, rtt });
-        }
-        Ok(Reply { msg: reply, rtt })
+        Err(ExchangeError::BadReply)
     }
 
     /// The query in wire form, written directly (RFC 1035 §4.1, RFC 6891
     /// §6.1.2 for the OPT record): no message object to build and encode.
-    fn build(&self, qname: &Name, qtype: RecordType, edns: bool) -> (u16, Vec<u8>) {
+    fn build(&self, qname: &Name, qtype: RecordType, edns: bool, caps: bool) -> Sent {
         let id: u16 = rand::random();
-        let mut out = Vec::with_capacity(12 + 256 + 4 + 11);
-        out.extend_from_slice(&id.to_be_bytes());
+        let mut bytes = Vec::with_capacity(12 + 256 + 4 + 11);
+        bytes.extend_from_slice(&id.to_be_bytes());
         // Flags 0: a standard query with RD=0 (we iterate ourselves).
-        out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+        bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
         for label in qname.iter() {
-            out.push(label.len() as u8);
-            out.extend_from_slice(label);
+            bytes.push(label.len() as u8);
+            bytes.extend_from_slice(label);
         }
-        out.push(0);
-        out.extend_from_slice(&u16::from(qtype).to_be_bytes());
-        out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+        bytes.push(0);
+        let name_len = bytes.len() - HEADER_LEN;
+        let plain_name = caps.then(|| bytes[HEADER_LEN..].to_vec());
+        if caps {
+            randomise_case(&mut bytes[HEADER_LEN..]);
+        }
+        bytes.extend_from_slice(&u16::from(qtype).to_be_bytes());
+        bytes.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
         if edns {
             // Owner root, type OPT, class = our payload size, extended
             // RCODE 0, version 0, no flags, no options.
-            out.extend_from_slice(&[0, 0, 41]);
-            out.extend_from_slice(&self.cfg.edns_payload.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            bytes.extend_from_slice(&[0, 0, 41]);
+            bytes.extend_from_slice(&self.cfg.edns_payload.to_be_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         }
-        (id, out)
+        Sent {
+            id,
+            bytes,
+            name_len,
+            plain_name,
+        }
     }
 
     async fn udp(
         &self,
         addr: SocketAddr,
-        qname: &Name,
-        qtype: RecordType,
-        edns: bool,
+        query: &Sent,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
         let sock = connected_socket(addr).map_err(ExchangeError::Unreachable)?;
-        let (id, bytes) = self.build(qname, qtype, edns);
-        sock.send(&bytes)
+        sock.send(&query.bytes)
             .await
             .map_err(ExchangeError::Unreachable)?;
         let deadline = Instant::now() + timeout;
@@ -192,8 +214,11 @@ impl Upstream {
                 Ok(Err(e)) => return Err(ExchangeError::Unreachable(e)),
                 Ok(Ok(n)) => n,
             };
-            if let Some(m) = accept(buf.get(..n).unwrap_or(&[]), id, qname, qtype) {
-                return Ok(m);
+            buf.truncate(n);
+            match accept(&mut buf, query) {
+                Ok(m) => return Ok(m),
+                Err(Mismatch::Case) => return Err(ExchangeError::CaseMismatch),
+                Err(Mismatch::Other) => {}
             }
         }
     }
@@ -201,9 +226,7 @@ impl Upstream {
     async fn tcp(
         &self,
         addr: SocketAddr,
-        qname: &Name,
-        qtype: RecordType,
-        edns: bool,
+        query: &Sent,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
         let deadline = Instant::now() + timeout * 2;
@@ -212,17 +235,19 @@ impl Upstream {
             Ok(Err(e)) => return Err(ExchangeError::Unreachable(e)),
             Ok(Ok(s)) => s,
         };
-        let (id, bytes) = self.build(qname, qtype, edns);
-        let mut framed = Vec::with_capacity(bytes.len() + 2);
-        framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&bytes);
+        let mut framed = Vec::with_capacity(query.bytes.len() + 2);
+        framed.extend_from_slice(&(query.bytes.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&query.bytes);
         let io = async {
             s.write_all(&framed).await?;
             loop {
                 let n = s.read_u16().await? as usize;
                 let mut buf = vec![0u8; n];
                 s.read_exact(&mut buf).await?;
-                if let Some(m) = accept(&buf, id, qname, qtype) {
+                // A TCP peer is the server itself (no off-path forger gets
+                // a connection's sequence numbers right), so a case
+                // mismatch here only means a careless server.
+                if let Ok(m) = accept(&mut buf, query) {
                     return Ok::<_, std::io::Error>(m);
                 }
             }
@@ -233,6 +258,92 @@ impl Upstream {
             Ok(Ok(m)) => Ok(m),
         }
     }
+}
+
+/// Length of the DNS header; the question name follows it.
+const HEADER_LEN: usize = 12;
+
+/// A query as sent, for matching its reply.
+struct Sent {
+    id: u16,
+    bytes: Vec<u8>,
+    /// Length of the question name in wire form.
+    name_len: usize,
+    /// With 0x20: the name as asked, before its case was randomised.
+    plain_name: Option<Vec<u8>>,
+}
+
+/// Flips the case of each letter of a wire-form name at random (length
+/// octets are below 64, never letters, so they are left alone).
+fn randomise_case(name: &mut [u8]) {
+    let mut bits: u64 = rand::random();
+    let mut left = 64;
+    for b in name.iter_mut().filter(|b| b.is_ascii_alphabetic()) {
+        if left == 0 {
+            bits = rand::random();
+            left = 64;
+        }
+        if bits & 1 == 1 {
+            *b ^= 0x20;
+        }
+        bits >>= 1;
+        left -= 1;
+    }
+}
+
+/// Why a datagram is not the reply to our query.
+enum Mismatch {
+    /// The question's letters differ in case only (see [`Sent`]).
+    Case,
+    /// Anything else: wrong ID, not a response, another question.
+    Other,
+}
+
+/// The reply matches our query: a response, same ID, same question (the
+/// name byte for byte when its case was randomised). The question name in
+/// `buf` is then given back the case it was asked with, so names that the
+/// reply compresses against it decode as asked, not as randomised.
+fn accept(buf: &mut [u8], query: &Sent) -> Result<Message, Mismatch> {
+    let header = buf.get(..HEADER_LEN).ok_or(Mismatch::Other)?;
+    let id = u16::from_be_bytes([header[0], header[1]]);
+    let qdcount = u16::from_be_bytes([header[4], header[5]]);
+    if id != query.id || header[2] & 0x80 == 0 {
+        return Err(Mismatch::Other);
+    }
+    if qdcount == 0 {
+        // FORMERR/NOTIMP replies may legitimately omit the question.
+        let m = Message::from_vec(buf).map_err(|_| Mismatch::Other)?;
+        return match m.response_code() {
+            ResponseCode::FormErr | ResponseCode::NotImp => Ok(m),
+            _ => Err(Mismatch::Other),
+        };
+    }
+    let end = HEADER_LEN + query.name_len;
+    // Name, then QTYPE and QCLASS (compared exactly: they are numbers).
+    let (sent, sent_tc) = query
+        .bytes
+        .get(HEADER_LEN..end + 4)
+        .ok_or(Mismatch::Other)?
+        .split_at(query.name_len);
+    let (got, got_tc) = buf
+        .get(HEADER_LEN..end + 4)
+        .ok_or(Mismatch::Other)?
+        .split_at(query.name_len);
+    if qdcount != 1 || got_tc != sent_tc || !got.eq_ignore_ascii_case(sent) {
+        return Err(Mismatch::Other);
+    }
+    if let Some(plain) = &query.plain_name {
+        if got != sent {
+            return Err(Mismatch::Case);
+        }
+        if let Some(name) = buf.get_mut(HEADER_LEN..end) {
+            name.copy_from_slice(plain);
+        }
+    }
+    let m = Message::from_vec(buf).map_err(|_| Mismatch::Other)?;
+    (m.message_type() == MessageType::Response)
+        .then_some(m)
+        .ok_or(Mismatch::Other)
 }
 
 /// A non-blocking UDP socket connected to `addr`. `connect` binds it to a
@@ -256,27 +367,4 @@ fn has_ipv6_route() -> bool {
     std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
         .and_then(|s| s.connect(("2001:db8::1", 53)))
         .is_ok()
-}
-
-/// The reply matches our query: a response, same ID, same question.
-fn accept(bytes: &[u8], id: u16, qname: &Name, qtype: RecordType) -> Option<Message> {
-    let m = Message::from_vec(bytes).ok()?;
-    if m.id() != id || m.message_type() != MessageType::Response {
-        return None;
-    }
-    // FORMERR/NOTIMP replies may legitimately omit the question.
-    if m.queries().is_empty()
-        && matches!(
-            m.response_code(),
-            ResponseCode::FormErr | ResponseCode::NotImp
-        )
-    {
-        return Some(m);
-    }
-    let q = m.queries().first()?;
-    (m.queries().len() == 1
-        && q.name() == qname
-        && q.query_type() == qtype
-        && q.query_class() == DNSClass::IN)
-        .then_some(m)
 }

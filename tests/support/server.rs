@@ -49,6 +49,9 @@ pub struct Faults {
     pub strip_soa: bool,
     /// Every reply has AA=0 (a server that is not authoritative).
     pub clear_aa: bool,
+    /// The reply's question is lower-cased (a server that does not keep
+    /// the query's letter case, which defeats 0x20).
+    pub lowercase_question: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -167,7 +170,13 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         .set_recursion_desired(query.recursion_desired())
         .set_recursion_available(false)
         .set_checking_disabled(query.checking_disabled());
-    resp.add_queries(query.queries().iter().cloned());
+    for q in query.queries() {
+        let mut q = q.clone();
+        if faults.lowercase_question {
+            q.set_name(q.name().to_lowercase());
+        }
+        resp.add_query(q);
+    }
     let add_opt = |resp: &mut Message| {
         let mut e = Edns::new();
         e.set_max_payload(OUR_PAYLOAD);
