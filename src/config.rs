@@ -69,6 +69,46 @@ pub struct ServerConfig {
     pub tcp_max_inflight: usize,
     /// On SIGINT/SIGTERM, in-flight queries get this long to finish.
     pub shutdown_grace: Dur,
+    /// Answer DNS Cookies (RFC 7873, RFC 9018 server cookies).
+    pub cookies: bool,
+    /// Server cookie secret, 32 hex digits; empty = random at start. Set
+    /// the same value on every instance behind one anycast address.
+    pub cookie_secret: String,
+    /// `[server.ratelimit]`: response rate limiting and query limits.
+    pub ratelimit: RateLimitConfig,
+}
+
+/// `[server.ratelimit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// UDP responses per second to one source prefix; 0 = no limit.
+    pub responses_per_second: u32,
+    /// Of the limited responses, every n-th is sent truncated (TC=1);
+    /// 0 = drop them all, 1 = truncate them all.
+    pub slip: u32,
+    /// Prefix length that makes one IPv4 source for RRL.
+    pub ipv4_prefix_length: u8,
+    /// Prefix length that makes one IPv6 source for RRL.
+    pub ipv6_prefix_length: u8,
+    /// UDP queries per second from one address; more are dropped; 0 = no limit.
+    pub queries_per_second: u32,
+    /// Sources never limited.
+    #[serde(deserialize_with = "parse_vec")]
+    pub exempt: Vec<IpNet>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            responses_per_second: 0,
+            slip: 2,
+            ipv4_prefix_length: 24,
+            ipv6_prefix_length: 56,
+            queries_per_second: 0,
+            exempt: Vec::new(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +128,9 @@ impl Default for ServerConfig {
             tcp_max_connections: 1000,
             tcp_max_inflight: 100,
             shutdown_grace: Dur::secs(3),
+            cookies: true,
+            cookie_secret: String::new(),
+            ratelimit: RateLimitConfig::default(),
         }
     }
 }
@@ -451,6 +494,17 @@ impl Config {
         }
         if self.resolver.max_upstream_queries == 0 {
             bad("max_upstream_queries", "must be at least 1".into());
+        }
+        if !self.server.cookie_secret.is_empty() {
+            if let Err(e) = crate::cookies::parse_secret(&self.server.cookie_secret) {
+                bad("cookie_secret", e);
+            }
+        }
+        if self.server.ratelimit.ipv4_prefix_length > 32 {
+            bad("ipv4_prefix_length", "must be at most 32".into());
+        }
+        if self.server.ratelimit.ipv6_prefix_length > 128 {
+            bad("ipv6_prefix_length", "must be at most 128".into());
         }
         for x in &self.resolver.special_use_exclude {
             match Name::from_ascii(x) {

@@ -71,6 +71,11 @@ impl Daemon {
                 udp_payload_size: cfg.server.udp_payload_size,
                 query_deadline: cfg.resolver.query_deadline.0,
                 max_pending: cfg.resolver.max_pending,
+                cookies: cfg
+                    .server
+                    .cookies
+                    .then(|| crate::cookies::parse_secret(&cfg.server.cookie_secret).ok()),
+                ratelimit: cfg.server.ratelimit.clone(),
             },
             zones.clone(),
             AnswerCache::new(&cfg.cache),

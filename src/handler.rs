@@ -5,12 +5,17 @@
 //! [`Handler::answer_now`] is the synchronous fast path the listeners call
 //! for every packet: it answers malformed queries, refused clients, local
 //! zones and live cache hits without awaiting or allocating per record.
+//! DNS Cookies (RFC 7873) and the UDP rate limits ([`crate::ratelimit`])
+//! are applied here too, for both paths.
 //! Everything else returns [`Step::Resolve`] and goes through
 //! [`Handler::answer_resolved`], where concurrent identical questions share
 //! one resolution (request coalescing).
 
 use crate::cache::{AnswerCache, CacheKey, Entry};
+use crate::config::RateLimitConfig;
+use crate::cookies::{CookieJar, ReplyCookie, Verdict};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Decision, RateLimits};
 use crate::resolve::Resolve;
 use crate::wire::answer::{write_error, Ede, ReplyContext, Sections, WireAnswer};
 use crate::wire::query::{rcode, Query, Rejection};
@@ -60,7 +65,14 @@ pub struct HandlerConfig {
     pub query_deadline: Duration,
     /// Client queries awaiting resolution at once.
     pub max_pending: usize,
+    /// Answer DNS Cookies, with this server secret (random when None).
+    pub cookies: Option<Option<[u8; 16]>>,
+    /// UDP response and query rate limits.
+    pub ratelimit: RateLimitConfig,
 }
+
+/// RCODE 23, BADCOOKIE (RFC 7873 §8): extended, so it needs an OPT.
+const BADCOOKIE: u16 = 23;
 
 /// Shared per-daemon query handling state.
 pub struct Handler {
@@ -77,6 +89,10 @@ pub struct Handler {
     pub metrics: Arc<Metrics>,
     /// Slots for client queries awaiting resolution.
     pending: tokio::sync::Semaphore,
+    /// Server cookie secret, when cookies are answered.
+    cookies: Option<CookieJar>,
+    /// UDP rate limits.
+    limits: RateLimits,
 }
 
 impl Handler {
@@ -90,6 +106,8 @@ impl Handler {
     ) -> Handler {
         Handler {
             pending: tokio::sync::Semaphore::new(cfg.max_pending),
+            cookies: cfg.cookies.map(CookieJar::new),
+            limits: RateLimits::new(&cfg.ratelimit),
             cfg,
             zones: ArcSwap::new(zones),
             cache,
@@ -107,7 +125,13 @@ impl Handler {
         self.cfg.allow.iter().any(|n| n.contains(&ip))
     }
 
-    fn context(&self, q: &Query<'_>, t: Transport, stale: bool) -> ReplyContext {
+    fn context(
+        &self,
+        q: &Query<'_>,
+        t: Transport,
+        stale: bool,
+        cookie: Option<ReplyCookie>,
+    ) -> ReplyContext {
         ReplyContext {
             limit: match t {
                 Transport::Udp => q.udp_limit(),
@@ -115,6 +139,42 @@ impl Handler {
             },
             our_payload: self.cfg.udp_payload_size,
             stale,
+            cookie,
+        }
+    }
+
+    /// The query's cookie checked (RFC 7873 §5.2): its verdict and the
+    /// option for the reply; None when it had none or cookies are off.
+    fn cookie(&self, q: &Query<'_>, client: IpAddr) -> Option<(Verdict, ReplyCookie)> {
+        let jar = self.cookies.as_ref()?;
+        let c = q.edns?.cookie?;
+        Some(jar.check(&c.client, c.server(), client))
+    }
+
+    /// Applies response rate limiting to a reply about to go to `client`
+    /// over UDP: sends it, sends it truncated (slip), or drops it.
+    fn limit_response(
+        &self,
+        client: IpAddr,
+        t: Transport,
+        cookie_ok: bool,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        if t != Transport::Udp || cookie_ok {
+            return Step::Reply;
+        }
+        match self.limits.response(client) {
+            Decision::Send => Step::Reply,
+            Decision::Drop => {
+                Metrics::inc(&self.metrics.rrl_dropped);
+                out.clear();
+                Step::Drop
+            }
+            Decision::Slip => {
+                Metrics::inc(&self.metrics.rrl_slipped);
+                truncate_reply(out);
+                Step::Reply
+            }
         }
     }
 
@@ -125,6 +185,29 @@ impl Handler {
         client: SocketAddr,
         t: Transport,
         out: &mut Vec<u8>,
+    ) -> Step {
+        if !self.limits.enabled() {
+            return self.answer_now_inner(pkt, client, t, out, &mut false);
+        }
+        if t == Transport::Udp && !self.limits.admit_query(client.ip()) {
+            Metrics::inc(&self.metrics.queries);
+            Metrics::inc(&self.metrics.ratelimited);
+            return Step::Drop;
+        }
+        let mut cookie_ok = false;
+        match self.answer_now_inner(pkt, client, t, out, &mut cookie_ok) {
+            Step::Reply => self.limit_response(client.ip(), t, cookie_ok, out),
+            other => other,
+        }
+    }
+
+    fn answer_now_inner(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        client: SocketAddr,
+        t: Transport,
+        out: &mut Vec<u8>,
+        cookie_ok: &mut bool,
     ) -> Step {
         Metrics::inc(&self.metrics.queries);
         let q = match Query::parse(pkt) {
@@ -145,6 +228,7 @@ impl Handler {
                     question_end,
                     edns,
                     self.cfg.udp_payload_size,
+                    None,
                     out,
                 );
                 return Step::Reply;
@@ -152,9 +236,23 @@ impl Handler {
         };
         if !self.allowed(client.ip()) {
             Metrics::inc(&self.metrics.refused);
-            self.error_reply(pkt, &q, rcode::REFUSED, out);
+            self.error_reply(pkt, &q, rcode::REFUSED, None, out);
             return Step::Reply;
         }
+        let cookie = self.cookie(&q, client.ip());
+        match cookie {
+            Some((Verdict::Valid, _)) => *cookie_ok = true,
+            // RFC 7873 §5.2.3: a server cookie we cannot verify, over UDP,
+            // gets BADCOOKIE with a fresh one; the client retries with it.
+            // TCP has proven the address already and is answered.
+            Some((Verdict::Invalid, c)) if t == Transport::Udp => {
+                Metrics::inc(&self.metrics.badcookie);
+                self.error_reply(pkt, &q, BADCOOKIE, Some(&c), out);
+                return Step::Reply;
+            }
+            _ => {}
+        }
+        let cookie = cookie.map(|(_, c)| c);
         let now = Instant::now();
         {
             let zones = self.zones.load();
@@ -162,8 +260,8 @@ impl Handler {
                 if let Some(local) = self.local_answer(&zones, &q, client.ip()) {
                     Metrics::inc(&self.metrics.local);
                     match local {
-                        Some(a) => a.write_reply(&q, now, self.context(&q, t, false), out),
-                        None => self.error_reply(pkt, &q, rcode::SERVFAIL, out),
+                        Some(a) => a.write_reply(&q, now, self.context(&q, t, false, cookie), out),
+                        None => self.error_reply(pkt, &q, rcode::SERVFAIL, cookie.as_ref(), out),
                     }
                     return Step::Reply;
                 }
@@ -172,7 +270,7 @@ impl Handler {
         if let Some(e) = self.cache.get(q.key()) {
             if !e.expired(now) {
                 Metrics::inc(&self.metrics.hits);
-                e.write_reply(&q, now, self.context(&q, t, false), out);
+                e.write_reply(&q, now, self.context(&q, t, false, cookie), out);
                 if e.rcode == rcode::SERVFAIL {
                     Metrics::inc(&self.metrics.servfails);
                 }
@@ -235,13 +333,21 @@ impl Handler {
     }
 
     /// A header-and-question reply with `rcode` to a query that parsed.
-    fn error_reply(&self, pkt: &[u8], q: &Query<'_>, rcode: u16, out: &mut Vec<u8>) {
+    fn error_reply(
+        &self,
+        pkt: &[u8],
+        q: &Query<'_>,
+        rcode: u16,
+        cookie: Option<&ReplyCookie>,
+        out: &mut Vec<u8>,
+    ) {
         write_error(
             pkt,
             rcode,
             12 + q.question.len(),
             q.edns,
             self.cfg.udp_payload_size,
+            cookie,
             out,
         );
     }
@@ -249,18 +355,43 @@ impl Handler {
     /// The slow path: resolution shared with identical concurrent queries,
     /// serve-stale when it fails or is slow. `out` gets the reply, or stays
     /// empty when the packet turns out not to deserve one.
-    pub async fn answer_resolved(self: &Arc<Self>, pkt: &[u8], t: Transport, out: &mut Vec<u8>) {
+    pub async fn answer_resolved(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        client: SocketAddr,
+        t: Transport,
+        out: &mut Vec<u8>,
+    ) {
+        let cookie_ok = self.answer_resolved_inner(pkt, client, t, out).await;
+        if !out.is_empty() && self.limits.enabled() {
+            self.limit_response(client.ip(), t, cookie_ok, out);
+        }
+    }
+
+    /// Returns whether the query carried a valid server cookie.
+    async fn answer_resolved_inner(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        client: SocketAddr,
+        t: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
         out.clear();
         let started = Instant::now();
-        let Ok(q) = Query::parse(pkt) else { return };
+        let Ok(q) = Query::parse(pkt) else {
+            return false;
+        };
+        let cookie = self.cookie(&q, client.ip());
+        let cookie_ok = matches!(cookie, Some((Verdict::Valid, _)));
+        let cookie = cookie.map(|(_, c)| c);
         let Ok(_slot) = self.pending.try_acquire() else {
             Metrics::inc(&self.metrics.dropped);
-            return;
+            return cookie_ok;
         };
         let qtype = RecordType::from(q.qtype);
         let Some(qname) = wire_to_name(q.name_wire()) else {
-            self.error_reply(pkt, &q, rcode::FORMERR, out);
-            return;
+            self.error_reply(pkt, &q, rcode::FORMERR, cookie.as_ref(), out);
+            return cookie_ok;
         };
         Metrics::inc(&self.metrics.misses);
         if let Some(soa) = self.cache.nxdomain_cut(q.name_wire()) {
@@ -270,8 +401,8 @@ impl Handler {
                 ..Sections::default()
             };
             if let Ok(a) = WireAnswer::encode(&qname, qtype, s) {
-                a.write_reply(&q, Instant::now(), self.context(&q, t, false), out);
-                return;
+                a.write_reply(&q, Instant::now(), self.context(&q, t, false, cookie), out);
+                return cookie_ok;
             }
         }
         let stale = if self.cache.config().serve_stale {
@@ -304,14 +435,15 @@ impl Handler {
                 if e.rcode == rcode::SERVFAIL {
                     Metrics::inc(&self.metrics.servfails);
                 }
-                e.write_reply(&q, now, self.context(&q, t, false), out);
+                e.write_reply(&q, now, self.context(&q, t, false, cookie), out);
             }
             Err(st) => {
                 Metrics::inc(&self.metrics.stale_served);
-                st.write_reply(&q, now, self.context(&q, t, true), out);
+                st.write_reply(&q, now, self.context(&q, t, true, cookie), out);
             }
         }
         self.metrics.observe(started.elapsed());
+        cookie_ok
     }
 
     fn servfail(&self, qname: &Name, qtype: RecordType) -> Entry {
@@ -383,6 +515,21 @@ impl Handler {
     pub fn stats(&self) -> String {
         let (entries, bytes) = self.cache.usage();
         self.metrics.render(entries, bytes)
+    }
+}
+
+/// Cuts a reply down to header and question with TC=1 (RRL's "slip"): a
+/// real client retries over TCP, a reflection target gets a tiny packet.
+fn truncate_reply(out: &mut Vec<u8>) {
+    let mut c = crate::wire::Cursor::at(out, 12);
+    let end = crate::wire::skip_name(&mut c)
+        .and_then(|_| c.bytes(4))
+        .map(|_| c.pos())
+        .unwrap_or(12);
+    out.truncate(end);
+    if let Some(h) = out.get_mut(2..12) {
+        h[0] |= 0x02;
+        h[4..10].fill(0);
     }
 }
 

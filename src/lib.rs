@@ -9,10 +9,12 @@
 pub mod cache;
 pub mod config;
 pub mod control;
+pub mod cookies;
 pub mod daemon;
 pub mod handler;
 pub mod listener;
 pub mod metrics;
+pub mod ratelimit;
 pub mod resolve;
 pub mod root_hints;
 pub mod wire;

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Upstream queries sent by the iterator.
     pub upstream_queries: AtomicU64,
+    /// UDP queries dropped by `queries_per_second`.
+    pub ratelimited: AtomicU64,
+    /// UDP responses dropped by response rate limiting.
+    pub rrl_dropped: AtomicU64,
+    /// UDP responses sent truncated by response rate limiting (slip).
+    pub rrl_slipped: AtomicU64,
+    /// BADCOOKIE replies sent.
+    pub badcookie: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -81,7 +89,7 @@ impl Metrics {
             hits as f64 / (hits + misses) as f64
         };
         format!(
-            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\ndropped {}\nupstream_queries {}\nresolve_latency_p50_us {}\nresolve_latency_p90_us {}\nresolve_latency_p99_us {}\n",
+            "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\ndropped {}\nupstream_queries {}\nratelimited {}\nrrl_dropped {}\nrrl_slipped {}\nbadcookie {}\nresolve_latency_p50_us {}\nresolve_latency_p90_us {}\nresolve_latency_p99_us {}\n",
             g(&self.queries),
             hits,
             misses,
@@ -96,6 +104,10 @@ impl Metrics {
             g(&self.malformed),
             g(&self.dropped),
             g(&self.upstream_queries),
+            g(&self.ratelimited),
+            g(&self.rrl_dropped),
+            g(&self.rrl_slipped),
+            g(&self.badcookie),
             self.latency_quantile(0.5),
             self.latency_quantile(0.9),
             self.latency_quantile(0.99),

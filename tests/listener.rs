@@ -4,50 +4,20 @@
 mod support;
 
 use hickory_proto::op::{Edns, Message, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::RecordType;
 use resolvd::config::{Config, Dur};
 use resolvd::daemon::Daemon;
 use resolvd::metrics::Metrics;
-use resolvd::resolve::{BoxFuture, Refuse, Resolve};
-use resolvd::wire::answer::Sections;
-use std::net::{Ipv4Addr, SocketAddr};
+use resolvd::resolve::{Refuse, Resolve};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::fixed::Fixed;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const T: u64 = 3000;
-
-/// Answers every A question with `n` addresses, after `delay_ms`.
-struct Fixed {
-    n: u8,
-    delay_ms: u64,
-}
-
-impl Resolve for Fixed {
-    fn resolve(&self, qname: Name, _qtype: RecordType) -> BoxFuture<'_, Sections> {
-        Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
-            let answer = (1..=self.n)
-                .map(|i| {
-                    let mut r = Record::from_rdata(
-                        qname.clone(),
-                        300,
-                        RData::A(A(Ipv4Addr::new(192, 0, 2, i))),
-                    );
-                    r.set_dns_class(DNSClass::IN);
-                    r
-                })
-                .collect();
-            Sections {
-                answer,
-                ..Sections::default()
-            }
-        })
-    }
-}
 
 fn cfg() -> Config {
     let mut c = Config::embedded_default();

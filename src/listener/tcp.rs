@@ -150,7 +150,7 @@ async fn connection(
                 tasks.spawn(async move {
                     let mut out = Vec::with_capacity(1024);
                     handler
-                        .answer_resolved(&pkt, Transport::Tcp, &mut out)
+                        .answer_resolved(&pkt, peer, Transport::Tcp, &mut out)
                         .await;
                     if !out.is_empty() {
                         let mut framed = Vec::with_capacity(out.len() + 2);

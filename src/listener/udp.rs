@@ -82,7 +82,7 @@ pub async fn serve(
                         tasks.spawn(async move {
                             let mut out = Vec::with_capacity(1024);
                             handler
-                                .answer_resolved(&pkt, Transport::Udp, &mut out)
+                                .answer_resolved(&pkt, peer, Transport::Udp, &mut out)
                                 .await;
                             if !out.is_empty() {
                                 send(&sock, &out, peer).await;

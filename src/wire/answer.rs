@@ -66,6 +66,9 @@ pub struct ReplyContext {
     pub our_payload: u16,
     /// Serve expired data with TTL 30 and EDE 3 (RFC 8767 §4).
     pub stale: bool,
+    /// The COOKIE option for the reply (client cookie + our server
+    /// cookie), when the query had one (RFC 7873 §5.2).
+    pub cookie: Option<crate::cookies::ReplyCookie>,
 }
 
 /// The process's reference point for stored times.
@@ -273,6 +276,7 @@ impl WireAnswer {
             ecs: e
                 .ecs
                 .map(|c| (c, self.ecs_scope.unwrap_or(0).min(c.source_prefix))),
+            cookie: ctx.cookie.as_ref(),
         });
         if let Some(o) = &opt {
             o.append(out);
@@ -316,6 +320,7 @@ pub(crate) struct OptRr<'a> {
     pub(crate) dnssec_ok: bool,
     pub(crate) ede: Option<(u16, &'a str)>,
     pub(crate) ecs: Option<(super::query::ClientSubnet, u8)>,
+    pub(crate) cookie: Option<&'a crate::cookies::ReplyCookie>,
 }
 
 impl OptRr<'_> {
@@ -348,6 +353,11 @@ impl OptRr<'_> {
             out.push(c.source_prefix);
             out.push(scope);
             out.extend_from_slice(&bytes[..n]);
+        }
+        if let Some(c) = self.cookie {
+            out.extend_from_slice(&10u16.to_be_bytes());
+            out.extend_from_slice(&(c.len() as u16).to_be_bytes());
+            out.extend_from_slice(c);
         }
         let rdlen = (out.len() - rdlen_at - 2) as u16;
         if let Some(f) = out.get_mut(rdlen_at..rdlen_at + 2) {
@@ -388,13 +398,15 @@ fn ttl_offsets(msg: &[u8]) -> Option<(usize, Vec<u16>)> {
 }
 
 /// Writes a header-only error reply (plus the question when readable and an
-/// OPT when the query had one) for a packet that [`Query::parse`] rejected.
+/// OPT when the query had one, with `cookie` in it when given) for a packet
+/// that [`Query::parse`] rejected or that gets an error RCODE.
 pub fn write_error(
     pkt: &[u8],
     code: u16,
     question_end: usize,
     edns: Option<super::query::Edns>,
     our_payload: u16,
+    cookie: Option<&crate::cookies::ReplyCookie>,
     out: &mut Vec<u8>,
 ) {
     out.clear();
@@ -420,6 +432,7 @@ pub fn write_error(
             version: 0,
             dnssec_ok: false,
             ecs: None,
+            cookie: None,
         })
     }) {
         OptRr {
@@ -428,6 +441,7 @@ pub fn write_error(
             dnssec_ok: e.dnssec_ok,
             ede: None,
             ecs: None,
+            cookie,
         }
         .append(out);
     }

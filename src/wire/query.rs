@@ -1,5 +1,6 @@
 //! Fast parse of an incoming client query: header, the one question, and the
-//! EDNS OPT record (RFC 1035 §4.1, RFC 6891 §6, RFC 7871 §6 for ECS).
+//! EDNS OPT record (RFC 1035 §4.1, RFC 6891 §6, RFC 7871 §6 for ECS,
+//! RFC 7873 §4 for COOKIE).
 //!
 //! Nothing here allocates: the question is kept as a slice of the packet
 //! (so the reply echoes the client's letter case) and the lower-cased lookup
@@ -34,6 +35,25 @@ pub struct Edns {
     pub dnssec_ok: bool,
     /// EDNS Client Subnet, if present.
     pub ecs: Option<ClientSubnet>,
+    /// DNS Cookie, if present.
+    pub cookie: Option<Cookie>,
+}
+
+/// The COOKIE option of a query (RFC 7873 §4): a client cookie and, after
+/// the first exchange, the server cookie we gave that client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    /// The client cookie.
+    pub client: [u8; 8],
+    server: [u8; 32],
+    server_len: u8,
+}
+
+impl Cookie {
+    /// The server cookie as received (empty when absent).
+    pub fn server(&self) -> &[u8] {
+        self.server.get(..self.server_len as usize).unwrap_or(&[])
+    }
 }
 
 /// A parsed query; borrows the packet.
@@ -179,21 +199,20 @@ impl<'a> Query<'a> {
                     return Err(formerr(qend));
                 }
                 let version = (ttl >> 16) as u8;
-                let e = Edns {
+                let mut e = Edns {
                     payload: class.max(512),
                     version,
                     dnssec_ok: ttl & 0x8000 != 0,
-                    ecs: parse_options(rdata).map_err(|_| Rejection::Error {
-                        rcode: rcode::FORMERR,
-                        question_end: qend,
-                        edns: Some(Edns {
-                            payload: class.max(512),
-                            version,
-                            dnssec_ok: ttl & 0x8000 != 0,
-                            ecs: None,
-                        }),
-                    })?,
+                    ecs: None,
+                    cookie: None,
                 };
+                let (ecs, cookie) = parse_options(rdata).map_err(|_| Rejection::Error {
+                    rcode: rcode::FORMERR,
+                    question_end: qend,
+                    edns: Some(e),
+                })?;
+                e.ecs = ecs;
+                e.cookie = cookie;
                 edns = Some(e);
             }
         }
@@ -268,23 +287,45 @@ fn skip_rr(c: &mut Cursor<'_>) -> Option<()> {
     Some(())
 }
 
-/// Walks the OPT options; returns ECS if present. Malformed options → Err.
-fn parse_options(mut rdata: &[u8]) -> Result<Option<ClientSubnet>, ()> {
+/// Walks the OPT options; returns ECS and COOKIE if present. Malformed
+/// options → Err.
+#[allow(clippy::type_complexity)]
+fn parse_options(mut rdata: &[u8]) -> Result<(Option<ClientSubnet>, Option<Cookie>), ()> {
     let mut ecs = None;
+    let mut cookie = None;
     while !rdata.is_empty() {
         let (hdr, rest) = rdata.split_at_checked(4).ok_or(())?;
         let code = u16::from_be_bytes([hdr[0], hdr[1]]);
         let len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
         let (data, rest) = rest.split_at_checked(len).ok_or(())?;
-        if code == 8 {
-            if ecs.is_some() {
-                return Err(());
-            }
-            ecs = Some(parse_ecs(data)?);
+        match code {
+            8 if ecs.is_none() => ecs = Some(parse_ecs(data)?),
+            10 if cookie.is_none() => cookie = Some(parse_cookie(data)?),
+            8 | 10 => return Err(()),
+            _ => {}
         }
         rdata = rest;
     }
-    Ok(ecs)
+    Ok((ecs, cookie))
+}
+
+/// RFC 7873 §5.2.2: a client cookie of 8 bytes, then nothing or a server
+/// cookie of 8 to 32 bytes; any other length is a FORMERR.
+fn parse_cookie(data: &[u8]) -> Result<Cookie, ()> {
+    let (client, server) = data.split_at_checked(8).ok_or(())?;
+    if !(server.is_empty() || (8..=32).contains(&server.len())) {
+        return Err(());
+    }
+    let mut c = Cookie {
+        client: client.try_into().map_err(|_| ())?,
+        server: [0; 32],
+        server_len: server.len() as u8,
+    };
+    c.server
+        .get_mut(..server.len())
+        .ok_or(())?
+        .copy_from_slice(server);
+    Ok(c)
 }
 
 /// RFC 7871 §6: FAMILY, SOURCE PREFIX-LENGTH, SCOPE (must be 0 in queries),
