@@ -149,6 +149,8 @@ pub struct ResolverConfig {
     pub qname_minimisation: bool,
     /// Random letter case in upstream query names (0x20), checked in replies.
     pub qname_case_randomisation: bool,
+    /// DNS Cookies on upstream queries (RFC 7873 §5.3), checked in replies.
+    pub upstream_cookies: bool,
     /// EDNS buffer size advertised upstream.
     pub edns_payload: u16,
     /// First per-try timeout for a server we know nothing about.
@@ -189,6 +191,7 @@ impl Default for ResolverConfig {
             upstream_port: 53,
             qname_minimisation: true,
             qname_case_randomisation: true,
+            upstream_cookies: true,
             edns_payload: 1232,
             initial_timeout: Dur::millis(400),
             max_timeout: Dur::millis(2000),

@@ -96,19 +96,21 @@ impl Daemon {
         let mut udp_socks = Vec::new();
         let mut tcp_socks = Vec::new();
         for &want in &cfg.server.listen {
-            let first = udp::bind(want)?;
             // Port 0 (tests): siblings and TCP must share the port the first
-            // socket got.
-            let addr = first.local_addr().map_err(|source| BindError {
-                proto: "udp",
-                addr: want,
-                source,
-            })?;
-            udp_socks.push(first);
-            for _ in 1..workers {
-                udp_socks.push(udp::bind(addr)?);
+            // socket got, which another program may hold for TCP; then
+            // start over on another port.
+            let mut bound = bind_group(want, workers);
+            if want.port() == 0 {
+                for _ in 1..PORT_ZERO_ATTEMPTS {
+                    if bound.is_ok() {
+                        break;
+                    }
+                    bound = bind_group(want, workers);
+                }
             }
-            tcp_socks.push(tcp::bind(addr)?);
+            let (addr, udps, tcp) = bound?;
+            udp_socks.extend(udps);
+            tcp_socks.push(tcp);
             addrs.push(addr);
         }
         for s in udp_socks {
@@ -190,6 +192,33 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Tries at binding a port-0 listen address (tests) before giving up.
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
+/// One listen address bound: the address (with the port the kernel chose
+/// for port 0), a UDP socket per worker (SO_REUSEPORT) and the TCP listener.
+type BoundGroup = (
+    SocketAddr,
+    Vec<tokio::net::UdpSocket>,
+    tokio::net::TcpListener,
+);
+
+/// Binds every socket of one listen address on the same port.
+fn bind_group(want: SocketAddr, workers: usize) -> Result<BoundGroup, BindError> {
+    let first = udp::bind(want)?;
+    let addr = first.local_addr().map_err(|source| BindError {
+        proto: "udp",
+        addr: want,
+        source,
+    })?;
+    let mut udps = vec![first];
+    for _ in 1..workers {
+        udps.push(udp::bind(addr)?);
+    }
+    let tcp = tcp::bind(addr)?;
+    Ok((addr, udps, tcp))
 }
 
 fn build_zones(cfg: &Config) -> Result<LocalZones, StartError> {

@@ -1,7 +1,8 @@
 //! Robustness drills against the simulated hierarchy: forged replies
 //! flooding the resolver's upstream ports, 0x20 case randomisation and its
-//! fallback, and an upstream outage walked through its three phases.
-//! Uses 127.180.0.0/24 – 127.185.0.0/24.
+//! fallback, DNS Cookies towards servers, and an upstream outage walked
+//! through its three phases.
+//! Uses 127.179.0.0/24 – 127.185.0.0/24.
 
 mod support;
 
@@ -300,4 +301,49 @@ async fn upstream_outage_serves_stale_then_fails_fast_then_recovers() {
         assert!(Instant::now() < deadline, "www never fresh again: {m:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_queries_carry_our_client_cookie_and_the_learned_server_cookie() {
+    let sim = Sim::start(world(185, 300)).await;
+    let mut cfg = config_for(&sim);
+    cfg.resolver.qname_minimisation = false;
+    let (_d, addr) = start(&cfg).await;
+    for name in ["www", "mail", "ftp"] {
+        let m = ask(addr, &format!("{name}.example.test."), RecordType::A).await;
+        assert_eq!(m.answers().len(), 1, "{m:?}");
+    }
+    for s in ["a.root-servers.test.", "ns1.test."] {
+        let seen = sim.server(s).queries();
+        let first = seen[0].cookie.clone().expect("a COOKIE option");
+        assert_eq!(first.len(), 8, "first contact: client cookie only");
+        for q in &seen[1..] {
+            let c = q.cookie.clone().expect("a COOKIE option");
+            assert_eq!(&c[..8], &first[..], "one client cookie per server");
+            assert_eq!(&c[8..], SIM_SERVER_COOKIE, "the server's cookie sent back");
+        }
+    }
+    // Servers get different client cookies.
+    let root = sim.server("a.root-servers.test.").queries()[0]
+        .cookie
+        .clone();
+    let tld = sim.server("ns1.test.").queries()[0].cookie.clone();
+    assert_ne!(root, tld);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_that_does_not_echo_our_client_cookie_is_ignored() {
+    let sim = Sim::start(world(179, 300)).await;
+    sim.server("ns1.example.test.").set_faults(Faults {
+        wrong_client_cookie: true,
+        ..Default::default()
+    });
+    let (_d, addr) = start(&config_for(&sim)).await;
+    for name in ["www", "mail", "ftp"] {
+        let m = ask(addr, &format!("{name}.example.test."), RecordType::A).await;
+        assert_eq!(m.answers().len(), 1, "{m:?}");
+    }
+    // Every answer came from ns2; ns1's replies were all dropped.
+    let ns2: usize = sim.server("ns2.example.test.").queries().len();
+    assert!(ns2 >= 3, "ns2 answered {ns2}");
 }

@@ -149,6 +149,7 @@ impl Iterator {
             edns_payload: cfg.edns_payload,
             query_loopback: cfg.query_loopback,
             case_randomisation: cfg.qname_case_randomisation,
+            cookies: cfg.upstream_cookies,
         });
         Iterator {
             // A quarter of the cache budget (the answer cache takes the

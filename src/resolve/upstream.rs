@@ -13,10 +13,17 @@
 //! must echo it byte for byte, adding about a bit per letter to what a
 //! forger must guess. A server that answers with the case changed is
 //! remembered and asked without randomisation from then on.
+//!
+//! DNS Cookies, client side (RFC 7873 §5.3, RFC 9018 §3): every EDNS query
+//! carries our client cookie for that server (a keyed hash of its address)
+//! and the server cookie it last gave us; a reply whose COOKIE option does
+//! not echo our client cookie is a forgery and ignored; BADCOOKIE is
+//! retried once with the fresh server cookie.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -56,6 +63,8 @@ pub struct UpstreamConfig {
     pub query_loopback: bool,
     /// Randomise the case of query names (0x20).
     pub case_randomisation: bool,
+    /// Send DNS Cookies to servers and check the ones they return.
+    pub cookies: bool,
 }
 
 /// Sends queries upstream.
@@ -66,6 +75,10 @@ pub struct Upstream {
     no_edns: Mutex<HashSet<IpAddr>>,
     /// Servers that did not echo the question's case; asked without 0x20.
     no_caps: Mutex<HashSet<IpAddr>>,
+    /// Key for our client cookies.
+    cookie_secret: [u8; 16],
+    /// The server cookie each server last gave us.
+    server_cookies: Mutex<HashMap<IpAddr, Vec<u8>>>,
     /// Whether this host has a route to the global IPv6 internet; without
     /// one, IPv6 server addresses are skipped instead of failing one by one.
     ipv6_route: bool,
@@ -87,6 +100,8 @@ impl Upstream {
             cfg,
             no_edns: Mutex::new(HashSet::new()),
             no_caps: Mutex::new(HashSet::new()),
+            cookie_secret: rand::random(),
+            server_cookies: Mutex::new(HashMap::new()),
             ipv6_route: has_ipv6_route(),
         }
     }
@@ -125,9 +140,12 @@ impl Upstream {
         let mut edns = !listed(&self.no_edns);
         let mut caps = self.cfg.case_randomisation && !listed(&self.no_caps);
         let started = Instant::now();
-        // At most one fallback of each kind: without 0x20, without EDNS.
-        for _ in 0..3 {
-            let query = self.build(qname, qtype, edns, caps);
+        // At most one fallback of each kind: without 0x20, without EDNS,
+        // with a renewed server cookie.
+        let mut cookie_retried = false;
+        for _ in 0..4 {
+            let cookie = (edns && self.cfg.cookies).then(|| self.cookie_for(server));
+            let query = self.build(qname, qtype, edns, caps, cookie.as_deref());
             let reply = match self.udp(addr, &query, timeout).await {
                 Err(ExchangeError::CaseMismatch) if caps => {
                     tracing::debug!(%server, "no 0x20: the server changed the question's case");
@@ -146,10 +164,21 @@ impl Upstream {
                 edns = false;
                 continue;
             }
+            if cookie.is_some() {
+                self.learn_cookie(server, &reply);
+                if u16::from(rc) == BADCOOKIE && !cookie_retried {
+                    cookie_retried = true;
+                    continue;
+                }
+            }
             let rtt = started.elapsed();
             if reply.truncated() {
                 let msg = self
-                    .tcp(addr, &self.build(qname, qtype, edns, caps), timeout)
+                    .tcp(
+                        addr,
+                        &self.build(qname, qtype, edns, caps, cookie.as_deref()),
+                        timeout,
+                    )
                     .await?;
                 return Ok(Reply { msg, rtt });
             }
@@ -158,9 +187,46 @@ impl Upstream {
         Err(ExchangeError::BadReply)
     }
 
+    /// The COOKIE option data for `server`: our client cookie (RFC 9018
+    /// §3: a keyed hash of the server's address, so servers cannot link
+    /// our queries to each other), then its last server cookie.
+    fn cookie_for(&self, server: IpAddr) -> Vec<u8> {
+        let addr: Vec<u8> = match server {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let client = siphasher::sip::SipHasher24::new_with_key(&self.cookie_secret)
+            .hash(&addr)
+            .to_le_bytes();
+        let mut data = client.to_vec();
+        if let Ok(m) = self.server_cookies.lock() {
+            data.extend(m.get(&server).into_iter().flatten());
+        }
+        data
+    }
+
+    /// Keeps the server cookie of a reply (already checked to echo our
+    /// client cookie in [`accept`]).
+    fn learn_cookie(&self, server: IpAddr, reply: &Message) {
+        if let Some(server_cookie) = reply_cookie(reply).and_then(|c| c.get(8..)) {
+            if (8..=32).contains(&server_cookie.len()) {
+                if let Ok(mut m) = self.server_cookies.lock() {
+                    m.insert(server, server_cookie.to_vec());
+                }
+            }
+        }
+    }
+
     /// The query in wire form, written directly (RFC 1035 §4.1, RFC 6891
     /// §6.1.2 for the OPT record): no message object to build and encode.
-    fn build(&self, qname: &Name, qtype: RecordType, edns: bool, caps: bool) -> Sent {
+    fn build(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        edns: bool,
+        caps: bool,
+        cookie: Option<&[u8]>,
+    ) -> Sent {
         let id: u16 = rand::random();
         let mut bytes = Vec::with_capacity(12 + 256 + 4 + 11);
         bytes.extend_from_slice(&id.to_be_bytes());
@@ -180,16 +246,27 @@ impl Upstream {
         bytes.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
         if edns {
             // Owner root, type OPT, class = our payload size, extended
-            // RCODE 0, version 0, no flags, no options.
+            // RCODE 0, version 0, no flags; the COOKIE option if any.
             bytes.extend_from_slice(&[0, 0, 41]);
             bytes.extend_from_slice(&self.cfg.edns_payload.to_be_bytes());
-            bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            bytes.extend_from_slice(&[0, 0, 0, 0]);
+            let c = cookie.unwrap_or(&[]);
+            let rdlen = if c.is_empty() { 0 } else { 4 + c.len() as u16 };
+            bytes.extend_from_slice(&rdlen.to_be_bytes());
+            if !c.is_empty() {
+                bytes.extend_from_slice(&10u16.to_be_bytes());
+                bytes.extend_from_slice(&(c.len() as u16).to_be_bytes());
+                bytes.extend_from_slice(c);
+            }
         }
         Sent {
             id,
             bytes,
             name_len,
             plain_name,
+            client_cookie: cookie
+                .and_then(|c| c.get(..8))
+                .and_then(|c| c.try_into().ok()),
         }
     }
 
@@ -271,6 +348,19 @@ struct Sent {
     name_len: usize,
     /// With 0x20: the name as asked, before its case was randomised.
     plain_name: Option<Vec<u8>>,
+    /// The client cookie sent, which a reply's COOKIE must echo.
+    client_cookie: Option<[u8; 8]>,
+}
+
+/// Extended RCODE BADCOOKIE (RFC 7873 §8).
+const BADCOOKIE: u16 = 23;
+
+/// The COOKIE option data of a message, if it has one.
+fn reply_cookie(m: &Message) -> Option<&[u8]> {
+    match m.extensions().as_ref()?.option(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(10, data) => Some(data),
+        _ => None,
+    }
 }
 
 /// Flips the case of each letter of a wire-form name at random (length
@@ -341,9 +431,17 @@ fn accept(buf: &mut [u8], query: &Sent) -> Result<Message, Mismatch> {
         }
     }
     let m = Message::from_vec(buf).map_err(|_| Mismatch::Other)?;
-    (m.message_type() == MessageType::Response)
-        .then_some(m)
-        .ok_or(Mismatch::Other)
+    if m.message_type() != MessageType::Response {
+        return Err(Mismatch::Other);
+    }
+    // RFC 7873 §5.3: a COOKIE that does not echo ours is not our reply. A
+    // reply without one is taken (the server may not do cookies).
+    if let (Some(sent), Some(got)) = (query.client_cookie, reply_cookie(&m)) {
+        if got.get(..8) != Some(&sent[..]) {
+            return Err(Mismatch::Other);
+        }
+    }
+    Ok(m)
 }
 
 /// A non-blocking UDP socket connected to `addr`. `connect` binds it to a

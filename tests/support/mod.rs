@@ -35,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 #[allow(unused_imports)]
-pub use server::{AuthServer, Faults, SeenQuery};
+pub use server::{AuthServer, Faults, SeenQuery, SIM_SERVER_COOKIE};
 #[allow(unused_imports)]
 pub use zone::Zone;
 

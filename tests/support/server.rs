@@ -52,7 +52,14 @@ pub struct Faults {
     /// The reply's question is lower-cased (a server that does not keep
     /// the query's letter case, which defeats 0x20).
     pub lowercase_question: bool,
+    /// The reply's COOKIE option carries a client cookie other than the
+    /// query's (what an off-path forger who cannot see it would send).
+    pub wrong_client_cookie: bool,
 }
+
+/// The server cookie every simulated server hands out (RFC 7873 §4.2
+/// allows 8 to 32 bytes).
+pub const SIM_SERVER_COOKIE: &[u8; 8] = b"simcooki";
 
 #[derive(Clone, Debug)]
 pub struct SeenQuery {
@@ -62,6 +69,8 @@ pub struct SeenQuery {
     pub tcp: bool,
     pub edns: bool,
     pub id: u16,
+    /// The COOKIE option's data, when the query had one.
+    pub cookie: Option<Vec<u8>>,
 }
 
 pub(crate) struct State {
@@ -149,6 +158,14 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         return (None, 0);
     }
     let edns = query.extensions().is_some();
+    let cookie = query.extensions().as_ref().and_then(|e| {
+        match e.option(hickory_proto::rr::rdata::opt::EdnsCode::Cookie) {
+            Some(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, data)) => {
+                Some(data.clone())
+            }
+            _ => None,
+        }
+    });
     if let Some(q) = query.queries().first() {
         lock(&state.queries).push(SeenQuery {
             name: q.name().to_string(),
@@ -156,6 +173,7 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
             tcp,
             edns,
             id: query.id(),
+            cookie: cookie.clone(),
         });
     }
     let faults = lock(&state.faults).clone();
@@ -177,9 +195,26 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         }
         resp.add_query(q);
     }
+    // A cookie-aware server (RFC 7873 §5.2): the client cookie echoed,
+    // then ours.
+    let reply_cookie = cookie.as_ref().and_then(|c| c.get(..8)).map(|client| {
+        let mut data = client.to_vec();
+        if faults.wrong_client_cookie {
+            data[0] ^= 0xff;
+        }
+        data.extend_from_slice(SIM_SERVER_COOKIE);
+        data
+    });
     let add_opt = |resp: &mut Message| {
         let mut e = Edns::new();
         e.set_max_payload(OUR_PAYLOAD);
+        if let Some(c) = &reply_cookie {
+            e.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                    10,
+                    c.clone(),
+                ));
+        }
         resp.set_edns(e);
     };
 
