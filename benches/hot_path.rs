@@ -159,6 +159,7 @@ fn bench_write_reply(c: &mut Criterion) {
         limit: q.udp_limit(),
         our_payload: 1232,
         stale: false,
+        pad: false,
     };
     let mut out = Vec::with_capacity(4096);
     let now = Instant::now();

@@ -12,7 +12,9 @@
 use crate::cache::{AnswerCache, CacheKey, Entry};
 use crate::metrics::Metrics;
 use crate::resolve::Resolve;
-use crate::wire::answer::{write_error, Ede, ReplyContext, Sections, WireAnswer};
+use crate::wire::answer::{
+    pad_reply, write_error, Ede, ReplyContext, Sections, WireAnswer, PAD_BLOCK,
+};
 use crate::wire::query::{rcode, Query, Rejection};
 use crate::zones::{ClientInfo, ClientSubnet, LocalZones};
 use arc_swap::ArcSwap;
@@ -36,6 +38,19 @@ pub enum Transport {
     Udp,
     /// TCP: up to 65535.
     Tcp,
+    /// DNS over TLS (RFC 7858): as TCP, and padded replies.
+    Dot,
+    /// DNS over HTTPS (RFC 8484): up to 65535, padded replies.
+    Doh,
+}
+
+impl Transport {
+    /// Whether the transport is encrypted, so padding is worth sending
+    /// (RFC 8467 §4.1; on clear text it would only cost bytes).
+    #[inline]
+    pub fn encrypted(self) -> bool {
+        matches!(self, Transport::Dot | Transport::Doh)
+    }
 }
 
 /// What the fast path decided.
@@ -111,10 +126,11 @@ impl Handler {
         ReplyContext {
             limit: match t {
                 Transport::Udp => q.udp_limit(),
-                Transport::Tcp => 65535,
+                Transport::Tcp | Transport::Dot | Transport::Doh => 65535,
             },
             our_payload: self.cfg.udp_payload_size,
             stale,
+            pad: t.encrypted() && q.edns.is_some_and(|e| e.padding),
         }
     }
 
@@ -127,6 +143,7 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> Step {
         Metrics::inc(&self.metrics.queries);
+        self.metrics.count_transport(t);
         let q = match Query::parse(pkt) {
             Ok(q) => q,
             Err(Rejection::Drop) => {
@@ -147,12 +164,15 @@ impl Handler {
                     self.cfg.udp_payload_size,
                     out,
                 );
+                if t.encrypted() && edns.is_some_and(|e| e.padding) {
+                    pad_reply(out, PAD_BLOCK, 65535);
+                }
                 return Step::Reply;
             }
         };
         if !self.allowed(client.ip()) {
             Metrics::inc(&self.metrics.refused);
-            self.error_reply(pkt, &q, rcode::REFUSED, out);
+            self.error_reply(pkt, &q, t, rcode::REFUSED, out);
             return Step::Reply;
         }
         let now = Instant::now();
@@ -163,7 +183,7 @@ impl Handler {
                     Metrics::inc(&self.metrics.local);
                     match local {
                         Some(a) => a.write_reply(&q, now, self.context(&q, t, false), out),
-                        None => self.error_reply(pkt, &q, rcode::SERVFAIL, out),
+                        None => self.error_reply(pkt, &q, t, rcode::SERVFAIL, out),
                     }
                     return Step::Reply;
                 }
@@ -235,7 +255,7 @@ impl Handler {
     }
 
     /// A header-and-question reply with `rcode` to a query that parsed.
-    fn error_reply(&self, pkt: &[u8], q: &Query<'_>, rcode: u16, out: &mut Vec<u8>) {
+    fn error_reply(&self, pkt: &[u8], q: &Query<'_>, t: Transport, rcode: u16, out: &mut Vec<u8>) {
         write_error(
             pkt,
             rcode,
@@ -244,6 +264,9 @@ impl Handler {
             self.cfg.udp_payload_size,
             out,
         );
+        if t.encrypted() && q.edns.is_some_and(|e| e.padding) {
+            pad_reply(out, PAD_BLOCK, 65535);
+        }
     }
 
     /// The slow path: resolution shared with identical concurrent queries,
@@ -259,7 +282,7 @@ impl Handler {
         };
         let qtype = RecordType::from(q.qtype);
         let Some(qname) = wire_to_name(q.name_wire()) else {
-            self.error_reply(pkt, &q, rcode::FORMERR, out);
+            self.error_reply(pkt, &q, t, rcode::FORMERR, out);
             return;
         };
         Metrics::inc(&self.metrics.misses);

@@ -34,6 +34,9 @@ pub struct Edns {
     pub dnssec_ok: bool,
     /// EDNS Client Subnet, if present.
     pub ecs: Option<ClientSubnet>,
+    /// The query carried a Padding option (RFC 7830): on an encrypted
+    /// transport its reply is padded too (RFC 8467 §4.1).
+    pub padding: bool,
 }
 
 /// A parsed query; borrows the packet.
@@ -179,20 +182,23 @@ impl<'a> Query<'a> {
                     return Err(formerr(qend));
                 }
                 let version = (ttl >> 16) as u8;
+                let opts = parse_options(rdata).map_err(|_| Rejection::Error {
+                    rcode: rcode::FORMERR,
+                    question_end: qend,
+                    edns: Some(Edns {
+                        payload: class.max(512),
+                        version,
+                        dnssec_ok: ttl & 0x8000 != 0,
+                        ecs: None,
+                        padding: false,
+                    }),
+                })?;
                 let e = Edns {
                     payload: class.max(512),
                     version,
                     dnssec_ok: ttl & 0x8000 != 0,
-                    ecs: parse_options(rdata).map_err(|_| Rejection::Error {
-                        rcode: rcode::FORMERR,
-                        question_end: qend,
-                        edns: Some(Edns {
-                            payload: class.max(512),
-                            version,
-                            dnssec_ok: ttl & 0x8000 != 0,
-                            ecs: None,
-                        }),
-                    })?,
+                    ecs: opts.ecs,
+                    padding: opts.padding,
                 };
                 edns = Some(e);
             }
@@ -268,9 +274,20 @@ fn skip_rr(c: &mut Cursor<'_>) -> Option<()> {
     Some(())
 }
 
-/// Walks the OPT options; returns ECS if present. Malformed options → Err.
-fn parse_options(mut rdata: &[u8]) -> Result<Option<ClientSubnet>, ()> {
+/// The OPT options the reply depends on.
+struct Options {
+    ecs: Option<ClientSubnet>,
+    padding: bool,
+}
+
+/// EDNS option code of Padding (RFC 7830 §4).
+pub const OPTION_PADDING: u16 = 12;
+
+/// Walks the OPT options; returns ECS and whether Padding was present.
+/// Malformed options → Err.
+fn parse_options(mut rdata: &[u8]) -> Result<Options, ()> {
     let mut ecs = None;
+    let mut padding = false;
     while !rdata.is_empty() {
         let (hdr, rest) = rdata.split_at_checked(4).ok_or(())?;
         let code = u16::from_be_bytes([hdr[0], hdr[1]]);
@@ -281,10 +298,12 @@ fn parse_options(mut rdata: &[u8]) -> Result<Option<ClientSubnet>, ()> {
                 return Err(());
             }
             ecs = Some(parse_ecs(data)?);
+        } else if code == OPTION_PADDING {
+            padding = true;
         }
         rdata = rest;
     }
-    Ok(ecs)
+    Ok(Options { ecs, padding })
 }
 
 /// RFC 7871 §6: FAMILY, SOURCE PREFIX-LENGTH, SCOPE (must be 0 in queries),
@@ -368,6 +387,14 @@ mod tests {
         let ecs = e.ecs.unwrap();
         assert_eq!(ecs.source_prefix, 24);
         assert_eq!(ecs.addr, IpAddr::from([10, 1, 2, 0]));
+        assert!(!e.padding);
+    }
+
+    #[test]
+    fn padding_option_is_noticed() {
+        let opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x08\x00\x0c\x00\x04\x00\x00\x00\x00";
+        let p = query(b"\x01a\x00", 1, 1, Some(opt));
+        assert!(Query::parse(&p).unwrap().edns.unwrap().padding);
     }
 
     #[test]
