@@ -15,5 +15,6 @@ pub mod listener;
 pub mod metrics;
 pub mod resolve;
 pub mod root_hints;
+pub mod transport;
 pub mod wire;
 pub mod zones;
