@@ -861,3 +861,56 @@ async fn kdig_gets_answers_over_tls_and_https() {
         assert!(text.contains("192.0.2.1"), "{args:?}: {text}");
     }
 }
+
+// ------------------------------------------------------- check-config
+
+fn check_config(text: &str, dir: &Path) -> (bool, String) {
+    let path = dir.join("resolvd.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_resolvd"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_a_working_pair_and_locates_tls_mistakes() {
+    let certs = Certs::new();
+    let dir = certs.dir.path();
+    let good = "[server]\nlisten = [\"127.0.0.1:5353\"]\ntls_listen = [\"127.0.0.1:8853\"]\n\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+    let (ok, err) = check_config(good, dir);
+    assert!(ok, "{err}");
+    let missing = good.replace("cert.pem", "nope.pem");
+    let (ok, err) = check_config(&missing, dir);
+    assert!(!ok);
+    assert!(
+        err.contains("resolvd.toml:6: cert: ") && err.contains("nope.pem"),
+        "{err}"
+    );
+    // The CA's certificate with the leaf's key: not a pair.
+    let mismatched = good.replace("cert.pem", "ca.pem");
+    let (ok, err) = check_config(&mismatched, dir);
+    assert!(!ok);
+    assert!(
+        err.contains("resolvd.toml:7: key: ") && err.contains("does not match"),
+        "{err}"
+    );
+    let no_tls = "[server]\nhttps_listen = [\"127.0.0.1:8443\"]\n";
+    let (ok, err) = check_config(no_tls, dir);
+    assert!(!ok);
+    assert!(
+        err.contains("resolvd.toml:2: https_listen: needs a [tls]"),
+        "{err}"
+    );
+    let bad_cidr = "[server]\nproxy_protocol_from = [\"10.0.0.1/40\"]\n";
+    let (ok, err) = check_config(bad_cidr, dir);
+    assert!(!ok);
+    assert!(
+        err.contains("resolvd.toml:2: proxy_protocol_from: "),
+        "{err}"
+    );
+}
