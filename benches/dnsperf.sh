@@ -22,8 +22,11 @@
 #   load   the remaining names once; then resident bytes per cached name =
 #          (VmRSS now - VmRSS before the first query) / NOERROR answers
 #   tcp    dnsperf -m tcp over the hot names with -c 10 and -c 1000
+#   dot    dnsperf -m dot, the same, over TLS (self-signed certificate)
+#   doh    dnsperf -m doh (HTTP/2 POST to /dns-query), the same
 #
-# Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532);
+# Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532); their
+# DoT and DoH ports are PORT+10 and PORT+20; NO_TLS=1 skips dot and doh;
 # BENCH_DUR, BENCH_NAMES, BENCH_COLD override the phase length and counts;
 # PERF_PHASE=cold|load records resolvd during that phase with
 # `perf record -e cpu-clock -g` into PERF_OUT (/tmp/resolvd-PHASE.perf);
@@ -51,7 +54,7 @@ die() { echo "dnsperf.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
 [ "$(id -u)" = 0 ] || die "needs root (NSD listens on port 53)"
-for c in nsd unbound dnsperf dig taskset; do
+for c in nsd unbound dnsperf dig taskset openssl; do
   command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || die "missing $c"
 done
 NSD=$(command -v nsd || echo /usr/sbin/nsd)
@@ -274,7 +277,27 @@ bench() {
     read -r sent answered lost qps lat ok cpu <<<"$line"
     R[$name.tcp${c}_qps]=$qps R[$name.tcp${c}_cpu]=$(cpu_us "$cpu" "$answered") R[$name.tcp${c}_lost]=$lost
   done
+
+  [ "${NO_TLS:-0}" = 1 ] && return 0
+  local mode mport extra
+  for mode in dot doh; do
+    if [ "$mode" = dot ]; then mport=$((port + 10)); else mport=$((port + 20)); fi
+    extra=()
+    [ "$mode" = doh ] && extra=(-O "doh-uri=https://127.0.0.1:$mport/dns-query" -O doh-method=POST)
+    for c in 10 1000; do
+      log "$name: $mode, $c connections, ${DUR}s"
+      line=$(perf_run "$name-$mode$c" "$pid" -p "$mport" -m "$mode" "${extra[@]}" -d hot.txt -l "$DUR" -c "$c" -q "$((c > 100 ? c : 100))" -Q "$HOT_QPS")
+      read -r sent answered lost qps lat ok cpu <<<"$line"
+      R[$name.$mode${c}_qps]=$qps R[$name.$mode${c}_cpu]=$(cpu_us "$cpu" "$answered") R[$name.$mode${c}_lost]=$lost
+    done
+  done
 }
+
+# A self-signed certificate for both resolvers' DoT and DoH listeners
+# (dnsperf does not verify it).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 stop() { # PID
   local pid=$1
@@ -302,6 +325,11 @@ cat >resolvd.toml <<EOF
 listen = ["127.0.0.1:$RESOLVD_PORT"]
 threads = 1
 tcp_max_connections = 2000
+tls_listen = ["127.0.0.1:$((RESOLVD_PORT + 10))"]
+https_listen = ["127.0.0.1:$((RESOLVD_PORT + 20))"]
+[tls]
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
 [resolver]
 root_hints = "$WORK/root.hints"
 query_loopback = true
@@ -327,7 +355,14 @@ stop "$RPID"
 cat >unbound.conf <<EOF
 server:
   interface: 127.0.0.1
+  interface: 127.0.0.1@$((UNBOUND_PORT + 10))
+  interface: 127.0.0.1@$((UNBOUND_PORT + 20))
   port: $UNBOUND_PORT
+  # Debian's Unbound is built with libnghttp2: DoT and DoH both work.
+  tls-port: $((UNBOUND_PORT + 10))
+  https-port: $((UNBOUND_PORT + 20))
+  tls-service-key: "$WORK/key.pem"
+  tls-service-pem: "$WORK/cert.pem"
   do-ip6: no
   num-threads: 1
   module-config: "iterator"
@@ -390,6 +425,16 @@ row "TCP lost, 10 conns" tcp10_lost
 row "TCP q/s, 1000 conns" tcp1000_qps
 row "TCP server CPU us/query, 1000 conns" tcp1000_cpu
 row "TCP lost, 1000 conns" tcp1000_lost
+if [ "${NO_TLS:-0}" != 1 ]; then
+  for m in dot doh; do
+    M=$(tr a-z A-Z <<<"$m")
+    for c in 10 1000; do
+      row "$M q/s, $c conns" "$m${c}_qps"
+      row "$M server CPU us/query, $c conns" "$m${c}_cpu"
+      row "$M lost, $c conns" "$m${c}_lost"
+    done
+  done
+fi
 echo
 echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
 echo "When 'CPU busy %' is well below 100, dnsperf on CPU 1 was the bottleneck: compare CPU us/query, not q/s."

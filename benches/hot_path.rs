@@ -160,6 +160,7 @@ fn bench_write_reply(c: &mut Criterion) {
         our_payload: 1232,
         stale: false,
         cookie: None,
+        pad: false,
     };
     let mut out = Vec::with_capacity(4096);
     let now = Instant::now();

@@ -41,6 +41,9 @@ pub struct Config {
     /// Local authoritative zones.
     #[serde(default)]
     pub zone: Vec<ZoneConfig>,
+    /// Certificate and key for the DoT and DoH listeners.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Directory that relative paths (zone files, root hints) are resolved
     /// against: the config file's directory. Not a TOML key.
     #[serde(skip)]
@@ -69,6 +72,20 @@ pub struct ServerConfig {
     pub tcp_max_inflight: usize,
     /// On SIGINT/SIGTERM, in-flight queries get this long to finish.
     pub shutdown_grace: Dur,
+    /// Addresses to serve DNS over TLS on (RFC 7858; port 853).
+    #[serde(deserialize_with = "parse_vec")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// Addresses to serve DNS over HTTPS on (RFC 8484; port 443).
+    #[serde(deserialize_with = "parse_vec")]
+    pub https_listen: Vec<SocketAddr>,
+    /// Addresses to serve DoH over plain HTTP on, for a TLS-terminating
+    /// proxy in front.
+    #[serde(deserialize_with = "parse_vec")]
+    pub https_listen_plain: Vec<SocketAddr>,
+    /// Sources allowed (and required) to send a PROXY v2 header on the
+    /// DoT and DoH listeners.
+    #[serde(deserialize_with = "parse_vec")]
+    pub proxy_protocol_from: Vec<IpNet>,
     /// Answer DNS Cookies (RFC 7873, RFC 9018 server cookies).
     pub cookies: bool,
     /// Server cookie secret, 32 hex digits; empty = random at start. Set
@@ -131,7 +148,38 @@ impl Default for ServerConfig {
             cookies: true,
             cookie_secret: String::new(),
             ratelimit: RateLimitConfig::default(),
+            tls_listen: Vec::new(),
+            https_listen: Vec::new(),
+            https_listen_plain: Vec::new(),
+            proxy_protocol_from: Vec::new(),
         }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first; relative to the config file.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: Option<PathBuf>,
+}
+
+impl Config {
+    /// The certificate and key paths resolved against the config file's
+    /// directory, when both are set.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        let t = self.tls.as_ref()?;
+        Some((
+            self.base_dir.join(t.cert.as_ref()?),
+            self.base_dir.join(t.key.as_ref()?),
+        ))
+    }
+
+    /// Whether any listener needs `[tls]`.
+    pub fn needs_tls(&self) -> bool {
+        !self.server.tls_listen.is_empty() || !self.server.https_listen.is_empty()
     }
 }
 
@@ -528,6 +576,32 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("level", format!("{:?} is not a log level", self.log.level));
         }
+        if let Some(t) = &self.tls {
+            // A missing key has no line of its own: point at [tls].
+            let at = line_of_table(text, "tls");
+            for (k, v) in [("cert", &t.cert), ("key", &t.key)] {
+                if v.is_none() {
+                    errs.push(ConfigError::Invalid {
+                        path: path.to_string(),
+                        line: at,
+                        key: "[tls]: ".into(),
+                        message: format!("{k} is missing"),
+                    });
+                }
+            }
+        } else if self.needs_tls() {
+            let key = if self.server.tls_listen.is_empty() {
+                "https_listen"
+            } else {
+                "tls_listen"
+            };
+            errs.push(ConfigError::Invalid {
+                path: path.to_string(),
+                line: line_of_key(text, key),
+                key: format!("{key}: "),
+                message: "needs a [tls] section with cert and key".into(),
+            });
+        }
         errs
     }
 
@@ -620,8 +694,17 @@ fn key_at_line(text: &str, line: usize) -> Option<String> {
     (!k.is_empty() && !k.starts_with('#')).then(|| k.to_string())
 }
 
+/// The line of a `[table]` header (1 when absent).
+fn line_of_table(text: &str, table: &str) -> usize {
+    let want = format!("[{table}]");
+    text.lines()
+        .position(|l| l.trim() == want)
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
 /// The first line assigning `key`, for errors found after parsing.
-fn line_of_key(text: &str, key: &str) -> usize {
+pub fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
             l.split_once('=')
@@ -699,6 +782,26 @@ mod tests {
         assert_eq!(find("answers"), Some(10), "{lines:?}");
         assert_eq!(find("mars"), Some(13), "{lines:?}");
         assert_eq!(find("IPv4"), Some(13), "{lines:?}");
+    }
+
+    #[test]
+    fn tls_listener_without_tls_section_is_located() {
+        let text = "[server]\nlisten = [\"127.0.0.1:53\"]\ntls_listen = [\"127.0.0.1:853\"]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert_eq!(
+            msg,
+            "x.toml:3: tls_listen: needs a [tls] section with cert and key"
+        );
+        let text = "[server]\nhttps_listen = [\"127.0.0.1:443\"]\n\n[tls]\ncert = \"c.pem\"\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert_eq!(msg, "x.toml:4: [tls]: key is missing");
+    }
+
+    #[test]
+    fn bad_proxy_cidr_names_line() {
+        let text = "[server]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert!(msg.starts_with("x.toml:2: proxy_protocol_from: "), "{msg}");
     }
 
     #[test]

@@ -12,6 +12,9 @@ use crate::metrics::Metrics;
 use crate::resolve::iterate::Iterator as IterativeResolver;
 use crate::resolve::Resolve;
 use crate::root_hints::{RootHints, RootHintsError};
+use crate::transport::proxy::ProxyPolicy;
+use crate::transport::tls::{Tls, TlsError};
+use crate::transport::{doh, tls, ListenerShared};
 use crate::zones::{HealthGuard, LocalZones, ZonesError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,6 +35,9 @@ pub enum StartError {
     /// Local zones invalid.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Zones(Vec<ZonesError>),
+    /// TLS certificate or key unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
@@ -39,6 +45,10 @@ pub enum StartError {
 pub struct Daemon {
     handler: Arc<Handler>,
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    https_addrs: Vec<SocketAddr>,
+    https_plain_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
@@ -113,6 +123,29 @@ impl Daemon {
             tcp_socks.push(tcp);
             addrs.push(addr);
         }
+        let tls = if cfg.needs_tls() {
+            let (cert, key) = cfg.tls_files().ok_or(TlsError::NotConfigured)?;
+            Some(Arc::new(Tls::load(&cert, &key)?))
+        } else {
+            None
+        };
+        let bind_stream = |addrs: &[SocketAddr], proto: &'static str| {
+            addrs
+                .iter()
+                .map(|&a| {
+                    let l = tcp::bind(a).map_err(|e| BindError { proto, ..e })?;
+                    let bound = l.local_addr().map_err(|source| BindError {
+                        proto,
+                        addr: a,
+                        source,
+                    })?;
+                    Ok((l, bound))
+                })
+                .collect::<Result<Vec<_>, BindError>>()
+        };
+        let dot_socks = bind_stream(&cfg.server.tls_listen, "dot")?;
+        let https_socks = bind_stream(&cfg.server.https_listen, "https")?;
+        let plain_socks = bind_stream(&cfg.server.https_listen_plain, "http")?;
         for s in udp_socks {
             tasks.spawn(udp::serve(
                 Arc::new(s),
@@ -130,6 +163,38 @@ impl Daemon {
                 shutdown.clone(),
                 tasks.clone(),
             ));
+        }
+        let shared = ListenerShared {
+            handler: handler.clone(),
+            limits,
+            slots: slots.clone(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+        let proxy = Arc::new(ProxyPolicy::new(cfg.server.proxy_protocol_from.clone()));
+        let addrs_of = |v: &[(tokio::net::TcpListener, SocketAddr)]| -> Vec<SocketAddr> {
+            v.iter().map(|(_, a)| *a).collect()
+        };
+        let (tls_addrs, https_addrs, https_plain_addrs) = (
+            addrs_of(&dot_socks),
+            addrs_of(&https_socks),
+            addrs_of(&plain_socks),
+        );
+        if let Some(t) = &tls {
+            for (l, _) in dot_socks {
+                tasks.spawn(tls::serve_dot(l, t.clone(), proxy.clone(), shared.clone()));
+            }
+            for (l, _) in https_socks {
+                tasks.spawn(doh::serve_doh(
+                    l,
+                    Some(t.clone()),
+                    proxy.clone(),
+                    shared.clone(),
+                ));
+            }
+        }
+        for (l, _) in plain_socks {
+            tasks.spawn(doh::serve_doh(l, None, proxy.clone(), shared.clone()));
         }
         if cfg.control.enabled {
             // Serving DNS matters more than the control socket: an
@@ -150,6 +215,10 @@ impl Daemon {
         Ok(Daemon {
             handler,
             addrs,
+            tls_addrs,
+            https_addrs,
+            https_plain_addrs,
+            tls,
             shutdown,
             tasks,
             grace: cfg.server.shutdown_grace.0,
@@ -162,14 +231,36 @@ impl Daemon {
         &self.addrs
     }
 
+    /// The bound DNS-over-TLS addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The bound DNS-over-HTTPS addresses.
+    pub fn https_addrs(&self) -> &[SocketAddr] {
+        &self.https_addrs
+    }
+
+    /// The bound plain-HTTP DoH addresses.
+    pub fn https_plain_addrs(&self) -> &[SocketAddr] {
+        &self.https_plain_addrs
+    }
+
     /// The query handler (cache, zones, metrics).
     pub fn handler(&self) -> &Arc<Handler> {
         &self.handler
     }
 
-    /// Swaps in the zones of a new configuration; on error the old zones
-    /// keep serving.
+    /// Swaps in the zones and the TLS certificate of a new configuration;
+    /// on error the old ones keep serving. Listener addresses are not
+    /// rebound: that needs a restart.
     pub fn reload(&self, cfg: &Config) -> Result<(), StartError> {
+        // Certificate first: a bad one rejects the reload before anything
+        // has been swapped.
+        if let Some(t) = &self.tls {
+            let (cert, key) = cfg.tls_files().ok_or(TlsError::NotConfigured)?;
+            t.reload(&cert, &key)?;
+        }
         let zones = Arc::new(build_zones(cfg)?);
         let guard = zones.start_health_checks();
         self.handler.set_zones(zones);

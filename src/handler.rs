@@ -17,7 +17,9 @@ use crate::cookies::{CookieJar, ReplyCookie, Verdict};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Decision, RateLimits};
 use crate::resolve::Resolve;
-use crate::wire::answer::{write_error, Ede, ReplyContext, Sections, WireAnswer};
+use crate::wire::answer::{
+    pad_reply, write_error, Ede, ReplyContext, Sections, WireAnswer, PAD_BLOCK,
+};
 use crate::wire::query::{rcode, Query, Rejection};
 use crate::zones::{ClientInfo, ClientSubnet, LocalZones};
 use arc_swap::ArcSwap;
@@ -41,6 +43,19 @@ pub enum Transport {
     Udp,
     /// TCP: up to 65535.
     Tcp,
+    /// DNS over TLS (RFC 7858): as TCP, and padded replies.
+    Dot,
+    /// DNS over HTTPS (RFC 8484): up to 65535, padded replies.
+    Doh,
+}
+
+impl Transport {
+    /// Whether the transport is encrypted, so padding is worth sending
+    /// (RFC 8467 §4.1; on clear text it would only cost bytes).
+    #[inline]
+    pub fn encrypted(self) -> bool {
+        matches!(self, Transport::Dot | Transport::Doh)
+    }
 }
 
 /// What the fast path decided.
@@ -135,11 +150,12 @@ impl Handler {
         ReplyContext {
             limit: match t {
                 Transport::Udp => q.udp_limit(),
-                Transport::Tcp => 65535,
+                Transport::Tcp | Transport::Dot | Transport::Doh => 65535,
             },
             our_payload: self.cfg.udp_payload_size,
             stale,
             cookie,
+            pad: t.encrypted() && q.edns.is_some_and(|e| e.padding),
         }
     }
 
@@ -210,6 +226,7 @@ impl Handler {
         cookie_ok: &mut bool,
     ) -> Step {
         Metrics::inc(&self.metrics.queries);
+        self.metrics.count_transport(t);
         let q = match Query::parse(pkt) {
             Ok(q) => q,
             Err(Rejection::Drop) => {
@@ -231,12 +248,15 @@ impl Handler {
                     None,
                     out,
                 );
+                if t.encrypted() && edns.is_some_and(|e| e.padding) {
+                    pad_reply(out, PAD_BLOCK, 65535);
+                }
                 return Step::Reply;
             }
         };
         if !self.allowed(client.ip()) {
             Metrics::inc(&self.metrics.refused);
-            self.error_reply(pkt, &q, rcode::REFUSED, None, out);
+            self.error_reply(pkt, &q, t, rcode::REFUSED, None, out);
             return Step::Reply;
         }
         let cookie = self.cookie(&q, client.ip());
@@ -247,7 +267,7 @@ impl Handler {
             // TCP has proven the address already and is answered.
             Some((Verdict::Invalid, c)) if t == Transport::Udp => {
                 Metrics::inc(&self.metrics.badcookie);
-                self.error_reply(pkt, &q, BADCOOKIE, Some(&c), out);
+                self.error_reply(pkt, &q, t, BADCOOKIE, Some(&c), out);
                 return Step::Reply;
             }
             _ => {}
@@ -261,7 +281,7 @@ impl Handler {
                     Metrics::inc(&self.metrics.local);
                     match local {
                         Some(a) => a.write_reply(&q, now, self.context(&q, t, false, cookie), out),
-                        None => self.error_reply(pkt, &q, rcode::SERVFAIL, cookie.as_ref(), out),
+                        None => self.error_reply(pkt, &q, t, rcode::SERVFAIL, cookie.as_ref(), out),
                     }
                     return Step::Reply;
                 }
@@ -337,6 +357,7 @@ impl Handler {
         &self,
         pkt: &[u8],
         q: &Query<'_>,
+        t: Transport,
         rcode: u16,
         cookie: Option<&ReplyCookie>,
         out: &mut Vec<u8>,
@@ -350,6 +371,9 @@ impl Handler {
             cookie,
             out,
         );
+        if t.encrypted() && q.edns.is_some_and(|e| e.padding) {
+            pad_reply(out, PAD_BLOCK, 65535);
+        }
     }
 
     /// The slow path: resolution shared with identical concurrent queries,
@@ -390,7 +414,7 @@ impl Handler {
         };
         let qtype = RecordType::from(q.qtype);
         let Some(qname) = wire_to_name(q.name_wire()) else {
-            self.error_reply(pkt, &q, rcode::FORMERR, cookie.as_ref(), out);
+            self.error_reply(pkt, &q, t, rcode::FORMERR, cookie.as_ref(), out);
             return cookie_ok;
         };
         Metrics::inc(&self.metrics.misses);

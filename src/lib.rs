@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod resolve;
 pub mod root_hints;
+pub mod transport;
 pub mod wire;
 pub mod zones;

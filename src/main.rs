@@ -112,6 +112,16 @@ fn load_checked(file: &std::path::Path) -> Result<Config, Vec<String>> {
             errs.push(format!("{}: root_hints: {e}", file.display()));
         }
     }
+    // Load the pair as the daemon will, so a missing file, a key that is
+    // not the certificate's or a PEM without the right item fails here.
+    if let Some((cert, key)) = cfg.tls_files() {
+        if let Err(e) = resolvd::transport::tls::load_certified_key(&cert, &key) {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let k = e.key_name();
+            let line = resolvd::config::line_of_key(&text, k);
+            errs.push(format!("{}:{line}: {k}: {e}", file.display()));
+        }
+    }
     if errs.is_empty() {
         Ok(cfg)
     } else {
@@ -180,6 +190,15 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
     for a in daemon.local_addrs() {
         tracing::info!("listening on {a} (udp, tcp)");
     }
+    for a in daemon.tls_addrs() {
+        tracing::info!("listening on {a} (dns over tls)");
+    }
+    for a in daemon.https_addrs() {
+        tracing::info!("listening on {a} (dns over https)");
+    }
+    for a in daemon.https_plain_addrs() {
+        tracing::info!("listening on {a} (dns over plain http, for a proxy)");
+    }
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -207,7 +226,8 @@ fn reload(cli: &Cli, daemon: &Daemon) {
         return;
     };
     match Config::load(path) {
-        // Zones are validated by the swap itself; nothing else is reloaded.
+        // Zones and the TLS certificate are validated by the swap itself;
+        // nothing else is reloaded.
         Ok(cfg) => match daemon.reload(&cfg) {
             Ok(()) => tracing::info!("reloaded {}", path.display()),
             Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),

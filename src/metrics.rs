@@ -40,6 +40,25 @@ pub struct Metrics {
     pub rrl_slipped: AtomicU64,
     /// BADCOOKIE replies sent.
     pub badcookie: AtomicU64,
+    /// Queries read over UDP.
+    pub queries_udp: AtomicU64,
+    /// Queries read over TCP.
+    pub queries_tcp: AtomicU64,
+    /// Queries read over DNS over TLS.
+    pub queries_dot: AtomicU64,
+    /// Queries read over DNS over HTTPS (and plain-HTTP DoH).
+    pub queries_doh: AtomicU64,
+    /// TLS handshakes completed (DoT and DoH).
+    pub tls_handshakes: AtomicU64,
+    /// Of those, resumed from a session ticket or cache.
+    pub tls_resumed: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: AtomicU64,
+    /// Connections closed over their PROXY header: sent from a source not
+    /// in `proxy_protocol_from`, missing, or malformed.
+    pub proxy_rejected: AtomicU64,
+    /// DoH requests answered with an HTTP error status.
+    pub doh_http_errors: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -48,6 +67,18 @@ impl Metrics {
     #[inline]
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a query under its transport.
+    #[inline]
+    pub fn count_transport(&self, t: crate::handler::Transport) {
+        use crate::handler::Transport;
+        Metrics::inc(match t {
+            Transport::Udp => &self.queries_udp,
+            Transport::Tcp => &self.queries_tcp,
+            Transport::Dot => &self.queries_dot,
+            Transport::Doh => &self.queries_doh,
+        });
     }
 
     /// Records how long a query took from read to reply.
@@ -88,7 +119,7 @@ impl Metrics {
         } else {
             hits as f64 / (hits + misses) as f64
         };
-        format!(
+        let mut s = format!(
             "queries {}\nhits {}\nmisses {}\nhit_ratio {:.4}\nlocal_answers {}\ncache_entries {}\ncache_bytes {}\nprefetches {}\nstale_served {}\nservfails {}\nrefused {}\nmalformed {}\ndropped {}\nupstream_queries {}\nratelimited {}\nrrl_dropped {}\nrrl_slipped {}\nbadcookie {}\nresolve_latency_p50_us {}\nresolve_latency_p90_us {}\nresolve_latency_p99_us {}\n",
             g(&self.queries),
             hits,
@@ -111,6 +142,19 @@ impl Metrics {
             self.latency_quantile(0.5),
             self.latency_quantile(0.9),
             self.latency_quantile(0.99),
-        )
+        );
+        s.push_str(&format!(
+            "queries_udp {}\nqueries_tcp {}\nqueries_dot {}\nqueries_doh {}\ntls_handshakes {}\ntls_resumed {}\ntls_failures {}\nproxy_rejected {}\ndoh_http_errors {}\n",
+            g(&self.queries_udp),
+            g(&self.queries_tcp),
+            g(&self.queries_dot),
+            g(&self.queries_doh),
+            g(&self.tls_handshakes),
+            g(&self.tls_resumed),
+            g(&self.tls_failures),
+            g(&self.proxy_rejected),
+            g(&self.doh_http_errors),
+        ));
+        s
     }
 }

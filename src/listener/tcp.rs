@@ -13,9 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,21 +80,44 @@ pub async fn serve(
         let tasks2 = tasks.clone();
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);
-            connection(stream, handler, limits, shutdown, tasks2).await;
+            let Ok(peer) = stream.peer_addr() else { return };
+            let (rd, wr) = stream.into_split();
+            connection(
+                rd,
+                wr,
+                peer,
+                Transport::Tcp,
+                handler,
+                limits,
+                shutdown,
+                tasks2,
+            )
+            .await;
             drop(slot);
         });
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+/// Serves one connection's length-prefixed queries until the client
+/// closes, idles out or `shutdown` fires. Generic over the byte stream so
+/// DNS over TLS (RFC 7858 §3.3: the same framing inside TLS) runs this
+/// very loop on the two halves of a TLS stream; plain TCP passes the
+/// halves of its socket, which need no lock between them. `peer` is the
+/// client as access lists and geo pools see it.
+#[allow(clippy::too_many_arguments)]
+pub async fn connection<R, W>(
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    transport: Transport,
     handler: Arc<Handler>,
     limits: TcpLimits,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let (rd, wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let idle = limits.idle_timeout;
     // The reader writes fast-path replies itself (no hop through another
     // task); resolutions finishing later take the same lock for theirs.
@@ -135,7 +157,7 @@ async fn connection(
             }
         };
         let pkt = buf.get(..n).unwrap_or(&[]);
-        match handler.answer_now(pkt, peer, Transport::Tcp, &mut out) {
+        match handler.answer_now(pkt, peer, transport, &mut out) {
             Step::Reply => push_framed(&mut batch, &out),
             Step::Drop => {}
             Step::Resolve => {
@@ -150,7 +172,7 @@ async fn connection(
                 tasks.spawn(async move {
                     let mut out = Vec::with_capacity(1024);
                     handler
-                        .answer_resolved(&pkt, peer, Transport::Tcp, &mut out)
+                        .answer_resolved(&pkt, peer, transport, &mut out)
                         .await;
                     if !out.is_empty() {
                         let mut framed = Vec::with_capacity(out.len() + 2);
@@ -174,12 +196,15 @@ async fn connection(
 
 /// Writes framed replies; false when the client is gone or too slow to
 /// take them within `limit` (the connection is then given up).
-async fn write(wr: &Mutex<OwnedWriteHalf>, bytes: &[u8], limit: Duration) -> bool {
+async fn write<W: AsyncWrite + Unpin>(wr: &Mutex<W>, bytes: &[u8], limit: Duration) -> bool {
     let mut w = wr.lock().await;
-    matches!(
-        tokio::time::timeout(limit, w.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
+    // A TLS stream buffers what it encrypts: flush so the reply leaves
+    // now (a no-op on a TCP socket).
+    let io = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    matches!(tokio::time::timeout(limit, io).await, Ok(Ok(())))
 }
 
 /// Appends a 2-byte length and the message (RFC 1035 §4.2.2).
@@ -199,7 +224,7 @@ fn frame_buffered(buffered: &[u8]) -> bool {
 }
 
 /// Reads one length-prefixed message; None on EOF, a zero length or error.
-async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, buf: &mut [u8]) -> Option<usize> {
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, buf: &mut [u8]) -> Option<usize> {
     let mut len = [0u8; 2];
     rd.read_exact(&mut len).await.ok()?;
     let n = u16::from_be_bytes(len) as usize;

@@ -69,7 +69,14 @@ pub struct ReplyContext {
     /// The COOKIE option for the reply (client cookie + our server
     /// cookie), when the query had one (RFC 7873 §5.2).
     pub cookie: Option<crate::cookies::ReplyCookie>,
+    /// Pad the reply to a multiple of [`PAD_BLOCK`] (RFC 8467 §4.1): the
+    /// query was padded and came over an encrypted transport.
+    pub pad: bool,
 }
+
+/// Block length for padded replies: RFC 8467 §4.1's recommended
+/// Block-Length Padding strategy for responses.
+pub const PAD_BLOCK: usize = 468;
 
 /// The process's reference point for stored times.
 fn epoch() -> Instant {
@@ -289,7 +296,103 @@ impl WireAnswer {
                 o.append(out);
             }
         }
+        if ctx.pad {
+            pad_reply(out, PAD_BLOCK, ctx.limit);
+        }
     }
+}
+
+/// Adds an EDNS Padding option (RFC 7830 §3) to the OPT record of the
+/// finished reply in `out`, so its length becomes a multiple of `block`.
+/// Works on any reply by walking it, not on what the writer remembers;
+/// does nothing (returns false) when the reply has no OPT, cannot be
+/// walked, or padding would push it past `limit` (RFC 8467 §4.1: then
+/// the reply goes unpadded rather than truncated).
+pub fn pad_reply(out: &mut Vec<u8>, block: usize, limit: usize) -> bool {
+    let Some((rdlen_at, rdata_end)) = find_opt(out) else {
+        return false;
+    };
+    if block == 0 {
+        return false;
+    }
+    // The option header alone is 4 bytes; the padding fills the rest.
+    let padded = (out.len() + 4).div_ceil(block) * block;
+    if padded > limit.min(u16::MAX as usize) {
+        return false;
+    }
+    let fill = padded - out.len() - 4;
+    let Some(rdlen) = out
+        .get(rdlen_at..rdlen_at + 2)
+        .map(|f| u16::from_be_bytes([f[0], f[1]]) as usize)
+    else {
+        return false;
+    };
+    let (Ok(new_rdlen), Ok(fill16)) = (u16::try_from(rdlen + 4 + fill), u16::try_from(fill)) else {
+        return false;
+    };
+    let mut opt = Vec::with_capacity(4 + fill);
+    opt.extend_from_slice(&super::query::OPTION_PADDING.to_be_bytes());
+    opt.extend_from_slice(&fill16.to_be_bytes());
+    // RFC 7830 §3: the padding octets SHOULD be 0x00.
+    opt.resize(4 + fill, 0);
+    out.splice(rdata_end..rdata_end, opt);
+    if let Some(f) = out.get_mut(rdlen_at..rdlen_at + 2) {
+        f.copy_from_slice(&new_rdlen.to_be_bytes());
+    }
+    true
+}
+
+/// Offset of the OPT record's RDLENGTH and of the end of its RDATA.
+fn find_opt(msg: &[u8]) -> Option<(usize, usize)> {
+    let mut c = Cursor::new(msg);
+    c.bytes(4)?;
+    let qd = c.u16()?;
+    let total = c.u16()? as usize + c.u16()? as usize + c.u16()? as usize;
+    for _ in 0..qd {
+        skip_name(&mut c)?;
+        c.bytes(4)?;
+    }
+    for _ in 0..total {
+        skip_name(&mut c)?;
+        let rtype = c.u16()?;
+        c.bytes(6)?;
+        let rdlen_at = c.pos();
+        let rdlen = c.u16()? as usize;
+        c.bytes(rdlen)?;
+        if rtype == OPT {
+            return Some((rdlen_at, c.pos()));
+        }
+    }
+    None
+}
+
+/// The smallest TTL among the answer and authority records of a reply
+/// (for DoH's Cache-Control, RFC 8484 §5.1: a negative answer's SOA
+/// counts, so NXDOMAIN is cached as long as the DNS cache would); None
+/// when there are none or the reply cannot be walked.
+pub fn min_ttl(msg: &[u8]) -> Option<u32> {
+    let mut c = Cursor::new(msg);
+    c.bytes(4)?;
+    let qd = c.u16()?;
+    let records = c.u16()? as usize + c.u16()? as usize;
+    c.u16()?;
+    for _ in 0..qd {
+        skip_name(&mut c)?;
+        c.bytes(4)?;
+    }
+    let mut min: Option<u32> = None;
+    for _ in 0..records {
+        skip_name(&mut c)?;
+        let rtype = c.u16()?;
+        c.bytes(2)?;
+        let ttl = c.u32()?;
+        let rdlen = c.u16()? as usize;
+        c.bytes(rdlen)?;
+        if rtype != OPT {
+            min = Some(min.map_or(ttl, |m| m.min(ttl)));
+        }
+    }
+    min
 }
 
 /// QR=1, opcode and RD/CD from the query, RA=1, AA and RCODE as given.
@@ -433,6 +536,7 @@ pub fn write_error(
             dnssec_ok: false,
             ecs: None,
             cookie: None,
+            padding: false,
         })
     }) {
         OptRr {
@@ -468,6 +572,85 @@ mod tests {
         assert!(!a.answers_key(&key(b"\x01a\x04test\x00", 97)));
         assert!(!a.answers_key(&key(b"\x01b\x04test\x00", 65)));
         assert!(!a.answers_key(b""));
+    }
+
+    fn padded_query(padding: bool) -> Vec<u8> {
+        let mut p =
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x01a\x04test\x00\x00\x01\x00\x01"
+                .to_vec();
+        p.extend_from_slice(b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00");
+        if padding {
+            p.extend_from_slice(b"\x00\x08\x00\x0c\x00\x04\x00\x00\x00\x00");
+        } else {
+            p.extend_from_slice(b"\x00\x00");
+        }
+        p
+    }
+
+    fn ctx(pad: bool, limit: usize) -> ReplyContext {
+        ReplyContext {
+            limit,
+            our_payload: 1232,
+            stale: false,
+            cookie: None,
+            pad,
+        }
+    }
+
+    #[test]
+    fn padded_reply_is_a_multiple_of_the_block_and_still_parses() {
+        let name = Name::from_str("a.test.").unwrap();
+        let rec = Record::from_rdata(
+            name.clone(),
+            60,
+            hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+        );
+        let a = WireAnswer::encode(
+            &name,
+            RecordType::A,
+            Sections {
+                answer: vec![rec],
+                ..Sections::default()
+            },
+        )
+        .unwrap();
+        let p = padded_query(true);
+        let q = Query::parse(&p).unwrap();
+        let mut out = Vec::new();
+        a.write_reply(&q, Instant::now(), ctx(true, 65535), &mut out);
+        assert_eq!(out.len() % PAD_BLOCK, 0, "{}", out.len());
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.answers().len(), 1);
+        assert!(m.extensions().is_some());
+        assert_eq!(min_ttl(&out), Some(60));
+    }
+
+    #[test]
+    fn padding_that_would_pass_the_limit_is_left_out() {
+        let p = padded_query(true);
+        let q = Query::parse(&p).unwrap();
+        let mut out = Vec::new();
+        WireAnswer::encode(
+            &Name::from_str("a.test.").unwrap(),
+            RecordType::A,
+            Sections::default(),
+        )
+        .unwrap()
+        .write_reply(&q, Instant::now(), ctx(true, 400), &mut out);
+        assert!(out.len() < 400);
+        assert_eq!(min_ttl(&out), None);
+    }
+
+    #[test]
+    fn pad_reply_never_panics_on_garbage() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..5_000 {
+            let n = rng.gen_range(0..80);
+            let mut p: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            let _ = pad_reply(&mut p, PAD_BLOCK, 65535);
+            let _ = min_ttl(&p);
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Edns {
     pub ecs: Option<ClientSubnet>,
     /// DNS Cookie, if present.
     pub cookie: Option<Cookie>,
+    /// The query carried a Padding option (RFC 7830): on an encrypted
+    /// transport its reply is padded too (RFC 8467 §4.1).
+    pub padding: bool,
 }
 
 /// The COOKIE option of a query (RFC 7873 §4): a client cookie and, after
@@ -205,14 +208,16 @@ impl<'a> Query<'a> {
                     dnssec_ok: ttl & 0x8000 != 0,
                     ecs: None,
                     cookie: None,
+                    padding: false,
                 };
-                let (ecs, cookie) = parse_options(rdata).map_err(|_| Rejection::Error {
+                let opts = parse_options(rdata).map_err(|_| Rejection::Error {
                     rcode: rcode::FORMERR,
                     question_end: qend,
                     edns: Some(e),
                 })?;
-                e.ecs = ecs;
-                e.cookie = cookie;
+                e.ecs = opts.ecs;
+                e.cookie = opts.cookie;
+                e.padding = opts.padding;
                 edns = Some(e);
             }
         }
@@ -287,12 +292,22 @@ fn skip_rr(c: &mut Cursor<'_>) -> Option<()> {
     Some(())
 }
 
-/// Walks the OPT options; returns ECS and COOKIE if present. Malformed
-/// options → Err.
-#[allow(clippy::type_complexity)]
-fn parse_options(mut rdata: &[u8]) -> Result<(Option<ClientSubnet>, Option<Cookie>), ()> {
+/// The OPT options the reply depends on.
+struct Options {
+    ecs: Option<ClientSubnet>,
+    cookie: Option<Cookie>,
+    padding: bool,
+}
+
+/// EDNS option code of Padding (RFC 7830 §4).
+pub const OPTION_PADDING: u16 = 12;
+
+/// Walks the OPT options; returns ECS, COOKIE and whether Padding was
+/// present. Malformed options → Err.
+fn parse_options(mut rdata: &[u8]) -> Result<Options, ()> {
     let mut ecs = None;
     let mut cookie = None;
+    let mut padding = false;
     while !rdata.is_empty() {
         let (hdr, rest) = rdata.split_at_checked(4).ok_or(())?;
         let code = u16::from_be_bytes([hdr[0], hdr[1]]);
@@ -302,11 +317,16 @@ fn parse_options(mut rdata: &[u8]) -> Result<(Option<ClientSubnet>, Option<Cooki
             8 if ecs.is_none() => ecs = Some(parse_ecs(data)?),
             10 if cookie.is_none() => cookie = Some(parse_cookie(data)?),
             8 | 10 => return Err(()),
+            OPTION_PADDING => padding = true,
             _ => {}
         }
         rdata = rest;
     }
-    Ok((ecs, cookie))
+    Ok(Options {
+        ecs,
+        cookie,
+        padding,
+    })
 }
 
 /// RFC 7873 §5.2.2: a client cookie of 8 bytes, then nothing or a server
@@ -409,6 +429,14 @@ mod tests {
         let ecs = e.ecs.unwrap();
         assert_eq!(ecs.source_prefix, 24);
         assert_eq!(ecs.addr, IpAddr::from([10, 1, 2, 0]));
+        assert!(!e.padding);
+    }
+
+    #[test]
+    fn padding_option_is_noticed() {
+        let opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x08\x00\x0c\x00\x04\x00\x00\x00\x00";
+        let p = query(b"\x01a\x00", 1, 1, Some(opt));
+        assert!(Query::parse(&p).unwrap().edns.unwrap().padding);
     }
 
     #[test]
