@@ -11,6 +11,8 @@ pub mod config;
 pub mod control;
 pub mod cookies;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handler;
 pub mod listener;
 pub mod metrics;

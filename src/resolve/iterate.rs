@@ -720,6 +720,33 @@ impl Iterator {
     }
 }
 
+impl Iterator {
+    /// For `crate::fuzz`: runs an upstream reply through the transport's
+    /// forgery checks and the classification, as for a question about
+    /// `www.example.test.` asked of a `example.test.` server.
+    pub(crate) fn classify_for_fuzzing(&self, caps: bool, reply: &mut [u8]) {
+        let (Ok(sname), Ok(zone), Ok(ns)) = (
+            Name::from_ascii("www.example.test."),
+            Name::from_ascii("example.test."),
+            Name::from_ascii("ns1.example.test."),
+        ) else {
+            return;
+        };
+        let Some(msg) = self
+            .upstream
+            .accept_for_fuzzing(&sname, RecordType::A, caps, reply)
+        else {
+            return;
+        };
+        let cut = Delegation {
+            zone,
+            child_ns: Vec::new(),
+            parent_ns: vec![ns],
+        };
+        let _ = self.classify(&msg, &cut, &sname, RecordType::A);
+    }
+}
+
 impl Resolve for Iterator {
     fn resolve(&self, qname: Name, qtype: RecordType) -> BoxFuture<'_, Sections> {
         Box::pin(self.run(qname, qtype))

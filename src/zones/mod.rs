@@ -347,5 +347,14 @@ impl LocalZones {
     }
 }
 
+/// For `crate::fuzz`: parses zone-file text for a zone at `origin`.
+pub(crate) fn parse_zone_text_for_fuzzing(
+    origin: &Name,
+    text: &str,
+    path: &Path,
+) -> Result<usize, ZonesError> {
+    zone::parse_zone_text(&origin.to_string(), origin, 300, path, text).map(|r| r.len())
+}
+
 #[cfg(test)]
 mod tests;

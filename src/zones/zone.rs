@@ -342,14 +342,32 @@ pub(crate) fn load_zone_file(
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| file_error(None, format!("cannot read: {e}")))?;
+    parse_zone_text(zone_label, origin, ttl, path, &text)
+}
+
+/// Parses zone-file text (`path` only names it in errors): the part of
+/// [`load_zone_file`] that sees the file's bytes, and what `fuzz` drives.
+pub(crate) fn parse_zone_text(
+    zone_label: &str,
+    origin: &Name,
+    ttl: u32,
+    path: &Path,
+    text: &str,
+) -> Result<Vec<Record>, ZonesError> {
+    let file_error = |line: Option<usize>, message: String| ZonesError::ZoneFile {
+        zone: zone_label.to_string(),
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
     let parse = |body: &str| {
         // The `$TTL` line is ours; line numbers reported to the user skip it.
         let input = format!("$TTL {ttl}\n{body}\n");
         Parser::new(input, Some(path.to_path_buf()), Some(origin.clone())).parse()
     };
-    let (_, sets) = match parse(&text) {
+    let (_, sets) = match parse(text) {
         Ok(parsed) => parsed,
-        Err(e) => return Err(file_error(error_line(&text, &parse), e.to_string())),
+        Err(e) => return Err(file_error(error_line(text, &parse), e.to_string())),
     };
     let mut records = Vec::new();
     for set in sets.into_values() {
@@ -357,7 +375,7 @@ pub(crate) fn load_zone_file(
             let owner = record.name();
             if !origin.zone_of(owner) {
                 return Err(file_error(
-                    line_of_owner(&text, owner, origin),
+                    line_of_owner(text, owner, origin),
                     format!(
                         "record {owner} {} is outside the zone",
                         record.record_type()
@@ -366,7 +384,7 @@ pub(crate) fn load_zone_file(
             }
             if record.record_type() == RecordType::SOA && !origin.eq(owner) {
                 return Err(file_error(
-                    line_of_owner(&text, owner, origin),
+                    line_of_owner(text, owner, origin),
                     format!("SOA at {owner} is not at the zone apex"),
                 ));
             }
