@@ -22,12 +22,7 @@ use tokio::net::UdpSocket;
 const T: u64 = 3000;
 
 fn cfg() -> Config {
-    let mut c = Config::embedded_default();
-    c.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    c.server.threads = 2;
-    c.control.enabled = false;
-    c.resolver.special_use_exclude = vec!["test.".into()];
-    c
+    support::fixed::config()
 }
 
 async fn daemon(c: &Config) -> (Daemon, SocketAddr) {

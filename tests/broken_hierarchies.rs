@@ -6,32 +6,11 @@
 
 mod support;
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
-use std::net::SocketAddr;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use std::time::{Duration, Instant};
 use support::under_test::{config_for, root_zone, start};
 use support::*;
-
-const T: u64 = 6000;
-
-async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
-    query_udp(addr, name, t, T).await.expect("resolvd replies")
-}
-
-fn addrs(m: &Message) -> Vec<String> {
-    let mut v: Vec<String> = m
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            Some(RData::A(a)) => Some(a.0.to_string()),
-            Some(RData::AAAA(a)) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 fn asked(sim: &Sim, server: &str, name: &str, t: RecordType) -> usize {
     sim.server(server)

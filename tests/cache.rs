@@ -7,7 +7,6 @@ mod support;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use resolvd::config::Dur;
-use std::net::SocketAddr;
 use std::time::Duration;
 use support::under_test::{config_for, root_zone, start};
 use support::*;
@@ -44,10 +43,6 @@ alias 300 CNAME www
         ServerSpec::new("ns1.test.", &format!("127.{n}.0.2"), &[&tld]),
         ServerSpec::new("ns1.example.test.", &format!("127.{n}.0.3"), &[&example]),
     ]
-}
-
-async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
-    query_udp(addr, name, t, T).await.expect("resolvd replies")
 }
 
 fn seen(sim: &Sim, name: &str) -> usize {

@@ -20,13 +20,7 @@ use tokio::net::{TcpStream, UdpSocket};
 const T: u64 = 3000;
 
 fn cfg() -> Config {
-    let mut c = Config::embedded_default();
-    c.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    c.server.threads = 2;
-    c.control.enabled = false;
-    // The fake resolvers answer names under test., a special-use TLD.
-    c.resolver.special_use_exclude = vec!["test.".into()];
-    c
+    support::fixed::config()
 }
 
 async fn daemon(c: &Config, r: Arc<dyn Resolve>) -> (Daemon, SocketAddr) {

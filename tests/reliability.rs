@@ -10,26 +10,12 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use resolvd::config::Dur;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 use support::under_test::{config_for, root_zone, start};
 use support::*;
 
 const T: u64 = 6000;
-
-async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
-    query_udp(addr, name, t, T).await.expect("resolvd replies")
-}
-
-fn addrs(m: &Message) -> Vec<String> {
-    m.answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            Some(RData::A(a)) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// root .1 → test. .2 → example.test. on ns1 (.3) and ns2 (.6), whose
 /// records live `ttl` seconds.

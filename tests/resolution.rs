@@ -4,9 +4,8 @@
 
 mod support;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::under_test::{config_for, root_zone, start};
 use support::*;
@@ -114,24 +113,6 @@ $TTL 300
         ServerSpec::new("ns.corp.other.", &format!("127.{n}.0.9"), &[glueless]),
         ServerSpec::new("ns1.sink.other.", &format!("127.{n}.0.10"), &[sink]),
     ]
-}
-
-async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
-    query_udp(addr, name, t, T).await.expect("resolvd replies")
-}
-
-fn addrs(m: &Message) -> Vec<String> {
-    let mut v: Vec<String> = m
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            Some(RData::A(a)) => Some(a.0.to_string()),
-            Some(RData::AAAA(a)) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test(flavor = "multi_thread")]

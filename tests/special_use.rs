@@ -8,15 +8,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use resolvd::config::Config;
 use resolvd::zones::ZoneConfig;
-use std::net::SocketAddr;
 use support::under_test::{config_for, root_zone, start};
 use support::*;
-
-const T: u64 = 3000;
-
-async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
-    query_udp(addr, name, t, T).await.expect("resolvd replies")
-}
 
 /// root → test. → example.test., plus an arpa. tree that would answer
 /// the private reverse names if they ever got there.

@@ -4,18 +4,11 @@
 
 mod support;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::under_test::{config_for, root_zone, start};
 use support::*;
-
-const T: u64 = 6000;
-
-async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
-    query_udp(addr, name, t, T).await.expect("resolvd replies")
-}
 
 /// The measuring set's world:
 /// - root .1 → test. (.2), other. (.5)

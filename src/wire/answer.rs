@@ -344,23 +344,11 @@ pub fn pad_reply(out: &mut Vec<u8>, block: usize, limit: usize) -> bool {
 
 /// Offset of the OPT record's RDLENGTH and of the end of its RDATA.
 fn find_opt(msg: &[u8]) -> Option<(usize, usize)> {
-    let mut c = Cursor::new(msg);
-    c.bytes(4)?;
-    let qd = c.u16()?;
-    let total = c.u16()? as usize + c.u16()? as usize + c.u16()? as usize;
-    for _ in 0..qd {
-        skip_name(&mut c)?;
-        c.bytes(4)?;
-    }
-    for _ in 0..total {
-        skip_name(&mut c)?;
-        let rtype = c.u16()?;
-        c.bytes(6)?;
-        let rdlen_at = c.pos();
-        let rdlen = c.u16()? as usize;
-        c.bytes(rdlen)?;
-        if rtype == OPT {
-            return Some((rdlen_at, c.pos()));
+    let (mut c, counts) = after_question(msg)?;
+    for _ in 0..counts.iter().sum::<usize>() {
+        let r = read_record(&mut c)?;
+        if r.rtype == OPT {
+            return Some((r.rdlen_at, c.pos()));
         }
     }
     None
@@ -371,24 +359,13 @@ fn find_opt(msg: &[u8]) -> Option<(usize, usize)> {
 /// counts, so NXDOMAIN is cached as long as the DNS cache would); None
 /// when there are none or the reply cannot be walked.
 pub fn min_ttl(msg: &[u8]) -> Option<u32> {
-    let mut c = Cursor::new(msg);
-    c.bytes(4)?;
-    let qd = c.u16()?;
-    let records = c.u16()? as usize + c.u16()? as usize;
-    c.u16()?;
-    for _ in 0..qd {
-        skip_name(&mut c)?;
-        c.bytes(4)?;
-    }
+    let (mut c, [an, ns, _]) = after_question(msg)?;
     let mut min: Option<u32> = None;
-    for _ in 0..records {
-        skip_name(&mut c)?;
-        let rtype = c.u16()?;
-        c.bytes(2)?;
-        let ttl = c.u32()?;
-        let rdlen = c.u16()? as usize;
-        c.bytes(rdlen)?;
-        if rtype != OPT {
+    for _ in 0..an + ns {
+        let r = read_record(&mut c)?;
+        if r.rtype != OPT {
+            let ttl = msg.get(r.ttl_at..r.ttl_at + 4)?;
+            let ttl = u32::from_be_bytes([ttl[0], ttl[1], ttl[2], ttl[3]]);
             min = Some(min.map_or(ttl, |m| m.min(ttl)));
         }
     }
@@ -476,28 +453,56 @@ impl OptRr<'_> {
 /// Finds the end of the question and the offset of every TTL (skipping
 /// OPT, whose TTL field is flags, not a TTL).
 fn ttl_offsets(msg: &[u8]) -> Option<(usize, Vec<u16>)> {
+    let (mut c, counts) = after_question(msg)?;
+    let question_end = c.pos();
+    let total = counts.iter().sum::<usize>();
+    let mut offs = Vec::with_capacity(total);
+    for _ in 0..total {
+        let r = read_record(&mut c)?;
+        if r.rtype != OPT {
+            offs.push(u16::try_from(r.ttl_at).ok()?);
+        }
+    }
+    Some((question_end, offs))
+}
+
+/// A cursor at the first record of `msg` (header and question skipped)
+/// and the answer, authority and additional counts.
+fn after_question(msg: &[u8]) -> Option<(Cursor<'_>, [usize; 3])> {
     let mut c = Cursor::new(msg);
     c.bytes(4)?;
     let qd = c.u16()?;
-    let total = c.u16()? as usize + c.u16()? as usize + c.u16()? as usize;
+    let counts = [c.u16()? as usize, c.u16()? as usize, c.u16()? as usize];
     for _ in 0..qd {
         skip_name(&mut c)?;
         c.bytes(4)?;
     }
-    let question_end = c.pos();
-    let mut offs = Vec::with_capacity(total);
-    for _ in 0..total {
-        skip_name(&mut c)?;
-        let rtype = c.u16()?;
-        c.bytes(2)?;
-        if rtype != OPT {
-            offs.push(u16::try_from(c.pos()).ok()?);
-        }
-        c.bytes(4)?;
-        let rdlen = c.u16()? as usize;
-        c.bytes(rdlen)?;
-    }
-    Some((question_end, offs))
+    Some((c, counts))
+}
+
+/// Where one record's fields sit, found by walking past it.
+struct RecordAt {
+    rtype: u16,
+    ttl_at: usize,
+    rdlen_at: usize,
+}
+
+/// Reads one record (owner, type, class, TTL, RDATA) and returns where its
+/// fields are; the cursor ends after it.
+fn read_record(c: &mut Cursor<'_>) -> Option<RecordAt> {
+    skip_name(c)?;
+    let rtype = c.u16()?;
+    c.bytes(2)?;
+    let ttl_at = c.pos();
+    c.bytes(4)?;
+    let rdlen_at = c.pos();
+    let rdlen = c.u16()? as usize;
+    c.bytes(rdlen)?;
+    Some(RecordAt {
+        rtype,
+        ttl_at,
+        rdlen_at,
+    })
 }
 
 /// Writes a header-only error reply (plus the question when readable and an

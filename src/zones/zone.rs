@@ -334,14 +334,12 @@ pub(crate) fn load_zone_file(
     ttl: u32,
     path: &Path,
 ) -> Result<Vec<Record>, ZonesError> {
-    let file_error = |line: Option<usize>, message: String| ZonesError::ZoneFile {
+    let text = std::fs::read_to_string(path).map_err(|e| ZonesError::ZoneFile {
         zone: zone_label.to_string(),
         path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| file_error(None, format!("cannot read: {e}")))?;
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
     parse_zone_text(zone_label, origin, ttl, path, &text)
 }
 

@@ -3,6 +3,7 @@
 
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use resolvd::config::Config;
 use resolvd::resolve::{BoxFuture, Resolve};
 use resolvd::wire::answer::Sections;
 use std::net::Ipv4Addr;
@@ -35,4 +36,16 @@ impl Resolve for Fixed {
             }
         })
     }
+}
+
+/// A configuration for resolvd in front of a stand-in resolver: one
+/// listener on 127.0.0.1 with a free port, two workers, no control socket.
+pub fn config() -> Config {
+    let mut c = Config::embedded_default();
+    c.server.listen = vec!["127.0.0.1:0".parse().expect("an address")];
+    c.server.threads = 2;
+    c.control.enabled = false;
+    // The stand-ins answer names under test., a special-use TLD.
+    c.resolver.special_use_exclude = vec!["test.".into()];
+    c
 }

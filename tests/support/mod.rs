@@ -437,6 +437,28 @@ pub async fn query_tcp(
     exchange_tcp(server, &make_query(name, qtype, false), timeout_ms).await
 }
 
+/// Asks `addr` (resolvd) over UDP, waiting up to 6 s; panics without a reply.
+pub async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
+    query_udp(addr, name, t, 6000)
+        .await
+        .unwrap_or_else(|| panic!("resolvd did not reply to {name} {t}"))
+}
+
+/// The addresses in a reply's A and AAAA answers, sorted.
+pub fn addrs(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            Some(hickory_proto::rr::RData::A(a)) => Some(a.0.to_string()),
+            Some(hickory_proto::rr::RData::AAAA(a)) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn loopback_v4() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
