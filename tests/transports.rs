@@ -1,8 +1,9 @@
 //! Encrypted transports end to end: DNS over TLS (framing, pipelining,
 //! session resumption, padding, idle timeout, the shared connection cap,
 //! certificate reload), DNS over HTTPS over HTTP/2 and HTTP/1.1 (GET, POST,
-//! every error status, Cache-Control), PROXY protocol v2, the DoT client
-//! against an in-test TLS server, and kdig as an independent client.
+//! every error status, Cache-Control, one finished answer per TLS record
+//! for dnsperf), PROXY protocol v2, the DoT client against an in-test TLS
+//! server, and kdig as an independent client.
 //!
 //! Certificates are made in the test with rcgen: a CA and a leaf for
 //! `localhost` and 127.0.0.1 signed by it. Everything runs on loopback.
@@ -547,6 +548,191 @@ async fn doh_serves_several_requests_on_one_http2_connection() {
     for r in [a, b, c] {
         assert_dns_ok(&r);
     }
+}
+
+/// A DoH client that works like dnsperf's (nghttp2 under OpenSSL): one
+/// HTTP/2 connection, up to 100 GET streams in flight, and TLS records
+/// read one at a time. dnsperf takes one DNS message out of each record
+/// (`SSL_read`) and loses the DATA of a second response in the same record,
+/// then stalls with the rest of the record unread. So besides getting every
+/// answer, no record may carry DATA after a response that completed in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn doh_http2_puts_at_most_one_finished_answer_in_each_tls_record() {
+    let certs = Certs::new();
+    let d = daemon(&cfg(&certs)).await;
+    let addr = d.https_addrs()[0];
+    let config = certs.client(&[b"h2"], TLS13);
+    let run = tokio::task::spawn_blocking(move || record_by_record_doh(addr, config, 200, 100));
+    let (answers, violations) = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("all answers in time")
+        .unwrap();
+    assert_eq!(answers, 200);
+    assert!(
+        violations.is_empty(),
+        "{} TLS records with DATA after a finished response, e.g. {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+}
+
+/// HPACK literal header field without indexing, new name (RFC 7541 §6.2.2);
+/// every name and value here is shorter than 127 bytes.
+fn hpack_literal(out: &mut Vec<u8>, name: &str, value: &str) {
+    assert!(name.len() < 127 && value.len() < 127);
+    out.push(0x00);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends `total` GET queries with at most `window` in flight over one
+/// HTTP/2 connection, reading the server's TLS records one by one. Returns
+/// the answers received and, for each record that had DATA after a
+/// response finished in it, a description.
+fn record_by_record_doh(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    total: usize,
+    window: usize,
+) -> (usize, Vec<String>) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(T)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+    // One TLS record off the socket into rustls; its plaintext, if any.
+    let next_record = |tls: &mut rustls::ClientConnection, tcp: &mut std::net::TcpStream| {
+        let mut head = [0u8; 5];
+        tcp.read_exact(&mut head).expect("a TLS record in time");
+        let len = u16::from_be_bytes([head[3], head[4]]) as usize;
+        let mut rec = head.to_vec();
+        rec.resize(5 + len, 0);
+        tcp.read_exact(&mut rec[5..]).unwrap();
+        let mut r = &rec[..];
+        while !r.is_empty() {
+            tls.read_tls(&mut r).unwrap();
+        }
+        tls.process_new_packets().unwrap();
+        let mut plain = Vec::new();
+        let mut buf = [0u8; 16384];
+        loop {
+            match tls.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => plain.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("TLS read: {e}"),
+            }
+        }
+        plain
+    };
+    while tls.is_handshaking() {
+        while tls.wants_write() {
+            tls.write_tls(&mut tcp).unwrap();
+        }
+        if tls.is_handshaking() {
+            next_record(&mut tls, &mut tcp);
+        }
+    }
+    assert_eq!(tls.alpn_protocol(), Some(&b"h2"[..]));
+
+    // nghttp2's client settings as dnsperf sends them.
+    let mut settings = Vec::new();
+    for (id, v) in [(0x3u16, 100u32), (0x2, 0), (0x4, 65535)] {
+        settings.extend_from_slice(&id.to_be_bytes());
+        settings.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &settings));
+    let request = |i: usize| -> Vec<u8> {
+        let q = query_bytes(&format!("n{}.test.", i % 20));
+        let mut block = Vec::new();
+        hpack_literal(&mut block, ":method", "GET");
+        hpack_literal(&mut block, ":scheme", "https");
+        hpack_literal(&mut block, ":authority", "localhost");
+        hpack_literal(&mut block, ":path", &format!("/dns-query?dns={}", b64(&q)));
+        hpack_literal(&mut block, "accept", "application/dns-message");
+        // END_STREAM | END_HEADERS; client streams are odd.
+        h2_frame(0x1, 0x5, 2 * i as u32 + 1, &block)
+    };
+    let mut sent = 0;
+    while sent < window.min(total) {
+        out.extend(request(sent));
+        sent += 1;
+    }
+    let send = |tls: &mut rustls::ClientConnection, tcp: &mut std::net::TcpStream, b: &[u8]| {
+        tls.writer().write_all(b).unwrap();
+        while tls.wants_write() {
+            tls.write_tls(tcp).unwrap();
+        }
+        tcp.flush().unwrap();
+    };
+    send(&mut tls, &mut tcp, &out);
+
+    // Frame parser over the server's plaintext, fed record by record.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut answers = 0;
+    let mut violations = Vec::new();
+    let mut records = 0;
+    while answers < total {
+        let plain = next_record(&mut tls, &mut tcp);
+        records += 1;
+        // Bytes of `pending` that came before this record.
+        let before = pending.len();
+        pending.extend_from_slice(&plain);
+        let mut finished_here = false;
+        let mut replies = Vec::new();
+        let mut at = 0;
+        while pending.len() - at >= 9 {
+            let h = &pending[at..at + 9];
+            let len = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
+            let (ty, flags) = (h[3], h[4]);
+            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+            // DATA that this record carries (some of its bytes are new)
+            // after a response already finished in this record: dnsperf
+            // loses it.
+            let ends_in_record = at + 9 + len > before;
+            if ty == 0x0 && finished_here && ends_in_record {
+                violations.push(format!("record {records}: DATA of stream {stream}"));
+            }
+            if pending.len() - at < 9 + len {
+                break;
+            }
+            let payload = &pending[at + 9..at + 9 + len];
+            match ty {
+                0x0 if flags & 0x1 != 0 => {
+                    let m = Message::from_vec(payload).expect("a DNS answer");
+                    assert_eq!(m.response_code(), ResponseCode::NoError);
+                    answers += 1;
+                    finished_here = true;
+                }
+                0x3 | 0x7 => panic!("server reset stream {stream} or went away: {payload:?}"),
+                // SETTINGS (not an ACK): acknowledge.
+                0x4 if flags & 0x1 == 0 => replies.extend(h2_frame(0x4, 0x1, 0, &[])),
+                _ => {}
+            }
+            at += 9 + len;
+        }
+        pending.drain(..at);
+        // Keep up to `window` in flight, as dnsperf does.
+        while sent < total && sent - answers < window {
+            replies.extend(request(sent));
+            sent += 1;
+        }
+        if !replies.is_empty() {
+            send(&mut tls, &mut tcp, &replies);
+        }
+    }
+    (answers, violations)
 }
 
 // ------------------------------------------------------------ PROXY v2

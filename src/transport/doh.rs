@@ -11,6 +11,7 @@
 //! another path, 405 for another method.
 
 use super::proxy::ProxyPolicy;
+use super::records::StreamEndRecords;
 use super::{accept_loop, tls, ListenerShared};
 use crate::handler::{Handler, Step, Transport};
 use crate::metrics::Metrics;
@@ -58,6 +59,11 @@ pub async fn serve_doh(
                 match tls {
                     Some(t) => {
                         if let Some(s) = tls::handshake(&t.doh, stream, &shared).await {
+                            // One finished response per TLS record on
+                            // HTTP/2: see `records` for the client that
+                            // needs it.
+                            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let s = StreamEndRecords::new(s, h2);
                             connection(s, client, &shared).await;
                         }
                     }

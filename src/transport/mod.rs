@@ -11,6 +11,7 @@
 pub mod doh;
 pub mod dot_client;
 pub mod proxy;
+mod records;
 pub mod tls;
 
 use crate::handler::Handler;
