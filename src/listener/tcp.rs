@@ -124,11 +124,13 @@ pub async fn connection<R, W>(
     // A tokio Mutex because the guard is held across the write.
     let wr = Arc::new(Mutex::new(wr));
     // Pipelining clients send many queries per segment: read them through
-    // a buffer and answer every complete one before writing.
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    // a buffer and answer every complete one before writing. 4 KiB holds
+    // dozens of queries; the message buffer grows to the largest one seen.
+    // Thousands of idle connections must not cost 128 KiB each.
+    let mut rd = BufReader::with_capacity(4 * 1024, rd);
     let max_inflight = limits.max_inflight.max(1);
     let inflight = Arc::new(Semaphore::new(max_inflight));
-    let mut buf = vec![0u8; 65535];
+    let mut buf = Vec::new();
     let mut out = Vec::with_capacity(4096);
     let mut batch: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
@@ -224,12 +226,18 @@ fn frame_buffered(buffered: &[u8]) -> bool {
 }
 
 /// Reads one length-prefixed message; None on EOF, a zero length or error.
-async fn read_frame<R: AsyncRead + Unpin>(rd: &mut BufReader<R>, buf: &mut [u8]) -> Option<usize> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
     let mut len = [0u8; 2];
     rd.read_exact(&mut len).await.ok()?;
     let n = u16::from_be_bytes(len) as usize;
     if n == 0 {
         return None;
+    }
+    if buf.len() < n {
+        buf.resize(n, 0);
     }
     rd.read_exact(buf.get_mut(..n)?).await.ok()?;
     Some(n)

@@ -521,12 +521,16 @@ impl Iterator {
                 continue;
             };
             if s.rcode == rcode::NXDOMAIN {
-                let zone = s
+                let soa = s
                     .authority
                     .iter()
-                    .find(|r| r.record_type() == RecordType::SOA)
-                    .map(|r| r.name().to_lowercase());
-                return NsAddresses::Absent(zone);
+                    .find(|r| r.record_type() == RecordType::SOA);
+                // Remembered here, for NS names only: the answer cache
+                // keeps client-asked NXDOMAINs already (RFC 8020 cuts).
+                if let Some(ttl) = soa.and_then(negative_ttl) {
+                    self.store.put_nxdomain(ns, ttl);
+                }
+                return NsAddresses::Absent(soa.map(|r| r.name().to_lowercase()));
             }
             let found: Vec<Record> = s
                 .answer
@@ -665,9 +669,6 @@ impl Iterator {
             // a lame server).
             if !aa {
                 return None;
-            }
-            if let Some(ttl) = soa.first().and_then(negative_ttl) {
-                self.store.put_nxdomain(sname, ttl);
             }
             return Some(Outcome::Negative {
                 rcode: rcode::NXDOMAIN,

@@ -233,6 +233,9 @@ fn dns_param(query: Option<&str>) -> Result<Vec<u8>, StatusCode> {
 }
 
 /// The body of a POST: the right media type and at most 65535 bytes.
+/// Largest oversized body read (and dropped) before answering 413.
+const DRAIN_LIMIT: usize = 256 * 1024;
+
 async fn post_body(req: Request<Incoming>) -> Result<Vec<u8>, StatusCode> {
     let ctype = req
         .headers()
@@ -248,7 +251,13 @@ async fn post_body(req: Request<Incoming>) -> Result<Vec<u8>, StatusCode> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_MESSAGE as u64) {
+    if let Some(n) = declared.filter(|n| *n > MAX_MESSAGE as u64) {
+        // Read and drop a moderately oversized body first (nginx's
+        // "lingering close"): an HTTP/1.1 client still writing it would
+        // otherwise meet a closed connection instead of reading the 413.
+        if n <= DRAIN_LIMIT as u64 {
+            let _ = Limited::new(req.into_body(), DRAIN_LIMIT).collect().await;
+        }
         return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
     // A chunked or HTTP/2 body has no declared length: the limit is
