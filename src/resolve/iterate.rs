@@ -8,21 +8,18 @@
 //!   minimised query fails, or gets an NXDOMAIN that does not carry the
 //!   zone's SOA, the full name is sent; an authoritative NXDOMAIN with the
 //!   SOA ends the walk (RFC 8020).
-//! - Bailiwick: only records at or below the zone the server was asked
-//!   about are used or stored; glue only when under the delegating zone
-//!   (in bailiwick or a sibling's, which breaks glue cycles).
+//! - What one reply says (bailiwick, lame, negative, referral, chains) is
+//!   decided in `classify`; a lame server is held down for the zone.
 //! - Server choice: the child's NS set and addresses first, the parent's
 //!   referral and glue when they all fail (RFC 2181 §5.4.1; Unbound's
 //!   parent-side fallback); glueless NS names resolved only then.
-//! - Strictness: NXDOMAIN and NODATA only with AA; a reply with neither AA
-//!   nor a referral, or with an RCODE other than NOERROR/NXDOMAIN, is lame
-//!   for the zone; records of a type that was not asked are not data.
 //! - Budgets against NXNSAttack (CVE-2020-12662) and tsuNAME loops: upstream
 //!   queries per client query, referral depth, glueless NS names resolved
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
+use super::classify::{classify, cname_target, follow_chain, is_addr, negative_ttl, Outcome};
 use super::servers::{Policy, ServerStats};
-use super::store::{ns_target, record_addr, Delegation, Rank, Side, Store};
+use super::store::{record_addr, Delegation, Rank, Side, Store};
 use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
 use super::{BoxFuture, Resolve};
 use crate::config::{CacheConfig, ResolverConfig};
@@ -30,16 +27,12 @@ use crate::metrics::Metrics;
 use crate::root_hints::RootHints;
 use crate::wire::answer::{Ede, Sections};
 use crate::wire::query::rcode;
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, Record, RecordType};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// RR type code of DNAME, which hickory 0.24 only knows as Unknown(39).
-const DNAME: u16 = 39;
 
 /// Longest wait between priming attempts while they keep failing.
 const MAX_PRIMING_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
@@ -102,16 +95,6 @@ enum NsAddresses {
     Absent(Option<Name>),
     /// No address (NODATA, or the resolution failed).
     Failed,
-}
-
-/// What one server said about one question, after bailiwick filtering.
-enum Outcome {
-    /// Records for the name (possibly a CNAME/DNAME chain).
-    Answer(Vec<Record>),
-    /// The name or type does not exist; SOA (if any) for the authority.
-    Negative { rcode: u16, soa: Vec<Record> },
-    /// Go down to `child`.
-    Referral(Delegation),
 }
 
 /// The iterative resolver.
@@ -594,7 +577,7 @@ impl Iterator {
                 }
             };
             self.servers.record_rtt(ip, reply.rtt);
-            match self.classify(&reply.msg, cut, sname, stype) {
+            match classify(&self.store, &reply.msg, cut, sname, stype) {
                 Some(o) => return Ok(Some(o)),
                 None => {
                     tracing::debug!(%ip, zone = %cut.zone, %sname, ?stype, "lame reply");
@@ -604,120 +587,6 @@ impl Iterator {
             }
         }
         Ok(None)
-    }
-
-    /// Turns a reply into an [`Outcome`], storing what it teaches. None
-    /// means the server is lame for this zone (bad RCODE, a referral that
-    /// does not go down, a non-authoritative empty reply).
-    fn classify(
-        &self,
-        msg: &Message,
-        cut: &Delegation,
-        sname: &Name,
-        stype: RecordType,
-    ) -> Option<Outcome> {
-        let zone = &cut.zone;
-        let inside = |r: &&Record| r.dns_class() == DNSClass::IN && zone.zone_of(r.name());
-        let rc = msg.response_code();
-        if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
-            return None;
-        }
-        let aa = msg.authoritative();
-        let answers: Vec<Record> = msg.answers().iter().filter(inside).cloned().collect();
-        let soa: Vec<Record> = msg
-            .name_servers()
-            .iter()
-            .filter(inside)
-            .filter(|r| r.record_type() == RecordType::SOA)
-            .cloned()
-            .collect();
-        let rank = if aa {
-            Rank::AuthAnswer
-        } else {
-            Rank::NonAuthAnswer
-        };
-        if !answers.is_empty() {
-            // Records of a type that was not asked (and no CNAME/DNAME
-            // leading to the asked type) are not an answer: follow_chain
-            // leaves them out, and they are neither stored nor returned.
-            let (used, _, _) = follow_chain(&answers, sname, stype);
-            if !used.is_empty() {
-                // A plain answer lives in the answer cache already; the
-                // store keeps chains (so a question about any link's
-                // target needs no upstream query) and what steers walks: a
-                // zone's own NS set and its servers' own addresses.
-                let chain = used.iter().any(|r| r.record_type() != stype);
-                // (Name equality ignores ASCII case.)
-                let steers = stype == RecordType::NS
-                    || (is_addr_type(stype)
-                        && (cut.child_ns.contains(sname) || cut.parent_ns.contains(sname)));
-                if chain || steers {
-                    self.store.put_all(&used, rank);
-                }
-                if rc == ResponseCode::NXDomain {
-                    return Some(Outcome::Negative {
-                        rcode: rcode::NXDOMAIN,
-                        soa,
-                    });
-                }
-                return Some(Outcome::Answer(used));
-            }
-        }
-        if rc == ResponseCode::NXDomain {
-            // Only the zone's server may say a name does not exist: an
-            // NXDOMAIN without AA comes from something else (a middlebox,
-            // a lame server).
-            if !aa {
-                return None;
-            }
-            return Some(Outcome::Negative {
-                rcode: rcode::NXDOMAIN,
-                soa,
-            });
-        }
-        let ns: Vec<Record> = msg
-            .name_servers()
-            .iter()
-            .filter(inside)
-            .filter(|r| r.record_type() == RecordType::NS)
-            .cloned()
-            .collect();
-        if let Some(first) = ns.first() {
-            let child = first.name().to_lowercase();
-            let goes_down = child != *zone && zone.zone_of(&child) && child.zone_of(sname);
-            if !aa || child != *zone {
-                if !goes_down {
-                    return None;
-                }
-                let ns: Vec<Record> = ns.into_iter().filter(|r| *r.name() == child).collect();
-                let names: Vec<Name> = ns.iter().filter_map(ns_target).collect();
-                // Glue is only believed under the delegating zone: in
-                // bailiwick of the child, or a sibling's (which is what
-                // breaks a cycle of zones served from each other).
-                let glue: Vec<Record> = msg
-                    .additionals()
-                    .iter()
-                    .filter(inside)
-                    .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name().to_lowercase()))
-                    .cloned()
-                    .collect();
-                // Glue first: a concurrent walk that sees the new NS set
-                // must find its addresses already there.
-                self.store.put_all(&glue, Rank::Glue);
-                self.store.put(ns, Rank::Referral);
-                return Some(Outcome::Referral(Delegation {
-                    zone: child,
-                    child_ns: Vec::new(),
-                    parent_ns: names,
-                }));
-            }
-        }
-        // NODATA, which only the zone's server can say; a reply without AA
-        // and without a referral is lame, whatever its authority section.
-        if aa {
-            return Some(Outcome::Negative { rcode: 0, soa });
-        }
-        None
     }
 }
 
@@ -744,7 +613,7 @@ impl Iterator {
             child_ns: Vec::new(),
             parent_ns: vec![ns],
         };
-        let _ = self.classify(&msg, &cut, &sname, RecordType::A);
+        let _ = classify(&self.store, &msg, &cut, &sname, RecordType::A);
     }
 }
 
@@ -775,103 +644,4 @@ fn next_link(seen: &mut Vec<Name>, target: Name) -> Result<Name, ResolveError> {
     }
     seen.push(t);
     Ok(target)
-}
-
-fn is_addr(r: &Record) -> bool {
-    is_addr_type(r.record_type())
-}
-
-fn is_addr_type(t: RecordType) -> bool {
-    matches!(t, RecordType::A | RecordType::AAAA)
-}
-
-/// RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM).
-fn negative_ttl(soa: &Record) -> Option<u32> {
-    match soa.data() {
-        Some(RData::SOA(s)) => Some(soa.ttl().min(s.minimum())),
-        _ => None,
-    }
-}
-
-fn cname_target(r: &Record) -> Option<Name> {
-    match r.data() {
-        Some(RData::CNAME(c)) => Some(c.0.clone()),
-        _ => None,
-    }
-}
-
-/// The target of a DNAME record (RFC 6672 §2.1: never compressed).
-fn dname_target(r: &Record) -> Option<Name> {
-    match r.data() {
-        Some(RData::Unknown { code, rdata }) if u16::from(*code) == DNAME => {
-            Name::read(&mut BinDecoder::new(rdata.anything())).ok()
-        }
-        _ => None,
-    }
-}
-
-/// A DNAME whose owner is a proper ancestor of `name`.
-fn dname_above<'a>(records: &'a [Record], name: &Name) -> Option<&'a Record> {
-    records
-        .iter()
-        .find(|r| u16::from(r.record_type()) == DNAME && r.name() != name && r.name().zone_of(name))
-}
-
-/// Follows a chain inside one reply from `start`: returns the records on
-/// the chain (CNAME, DNAME with a synthesised CNAME, final RRset), where it
-/// ends, and whether it ended at data of `qtype`.
-fn follow_chain(records: &[Record], start: &Name, qtype: RecordType) -> (Vec<Record>, Name, bool) {
-    let mut used = Vec::new();
-    let mut cur = start.clone();
-    for _ in 0..16 {
-        let here: Vec<&Record> = records.iter().filter(|r| r.name() == &cur).collect();
-        let data: Vec<Record> = here
-            .iter()
-            .filter(|r| r.record_type() == qtype || qtype == RecordType::ANY)
-            .map(|r| (*r).clone())
-            .collect();
-        if !data.is_empty() {
-            used.extend(data);
-            return (used, cur, true);
-        }
-        if let Some(c) = here.iter().find(|r| r.record_type() == RecordType::CNAME) {
-            let Some(t) = cname_target(c) else { break };
-            // A server that synthesised this CNAME from a DNAME sends the
-            // DNAME too; the client gets both (RFC 6672 §3.4).
-            let dname = dname_above(records, &cur);
-            if let Some(d) = dname.filter(|d| !used.contains(*d)) {
-                used.push(d.clone());
-            }
-            used.push((*c).clone());
-            if used.iter().filter(|r| r.name() == &t).count() > 0 {
-                break;
-            }
-            cur = t;
-            continue;
-        }
-        // DNAME at a proper ancestor: synthesise the CNAME (RFC 6672 §3.1).
-        let dname = dname_above(records, &cur);
-        if let Some(d) = dname {
-            let Some(target) = dname_target(d) else { break };
-            let keep = cur.iter().count().saturating_sub(d.name().iter().count());
-            let prefix: Vec<Vec<u8>> = cur.iter().take(keep).map(|l| l.to_vec()).collect();
-            let Ok(new) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
-                break;
-            };
-            if !used.iter().any(|r| r == d) {
-                used.push(d.clone());
-            }
-            let mut cname = Record::from_rdata(
-                cur.clone(),
-                d.ttl(),
-                RData::CNAME(hickory_proto::rr::rdata::CNAME(new.clone())),
-            );
-            cname.set_dns_class(DNSClass::IN);
-            used.push(cname);
-            cur = new;
-            continue;
-        }
-        break;
-    }
-    (used, cur, false)
 }

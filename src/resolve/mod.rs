@@ -2,9 +2,10 @@
 //! miss, and the iterative resolver that implements it by walking the
 //! hierarchy from the root (RFC 1034 §5.3.3).
 //!
-//! Submodules: `iterate` (the walk), `upstream` (one exchange with one
-//! server), `servers` (per-server RTT and lame/dead marks), `store` (the
-//! RRsets and delegations the walk learns).
+//! Submodules: `iterate` (the walk), `classify` (what one reply says),
+//! `upstream` (one exchange with one server), `servers` (per-server RTT
+//! and lame/dead marks), `store` (the RRsets and delegations the walk
+//! learns).
 
 use crate::wire::answer::{Ede, Sections};
 use crate::wire::query::rcode;
@@ -12,6 +13,7 @@ use hickory_proto::rr::{Name, RecordType};
 use std::future::Future;
 use std::pin::Pin;
 
+mod classify;
 pub mod iterate;
 pub mod servers;
 pub mod store;

@@ -1,0 +1,246 @@
+//! Reading one upstream reply (RFC 1034 §5.3.3 step 4, RFC 2181 §5.4.1,
+//! RFC 2308): what it says about the question asked of a zone's server —
+//! an answer (with CNAME/DNAME chains followed inside it, RFC 6672), a
+//! negative answer, a referral downwards, or nothing usable (lame) — after
+//! bailiwick filtering, and what of it the store keeps.
+//!
+//! Strictness: NXDOMAIN and NODATA only with AA; a reply with neither AA
+//! nor a referral, or an RCODE other than NOERROR/NXDOMAIN, is lame;
+//! records of a type that was not asked are not data; glue is believed
+//! only under the delegating zone (in bailiwick or a sibling's).
+
+use super::store::{ns_target, Delegation, Rank, Store};
+use crate::wire::query::rcode;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+/// RR type code of DNAME, which hickory 0.24 only knows as Unknown(39).
+const DNAME: u16 = 39;
+
+/// What one server said about one question, after bailiwick filtering.
+pub(crate) enum Outcome {
+    /// Records for the name (possibly a CNAME/DNAME chain).
+    Answer(Vec<Record>),
+    /// The name or type does not exist; SOA (if any) for the authority.
+    Negative { rcode: u16, soa: Vec<Record> },
+    /// Go down to `child`.
+    Referral(Delegation),
+}
+
+/// Turns a reply into an [`Outcome`], storing what it teaches. None
+/// means the server is lame for this zone (bad RCODE, a referral that
+/// does not go down, a non-authoritative empty reply).
+pub(crate) fn classify(
+    store: &Store,
+    msg: &Message,
+    cut: &Delegation,
+    sname: &Name,
+    stype: RecordType,
+) -> Option<Outcome> {
+    let zone = &cut.zone;
+    let inside = |r: &&Record| r.dns_class() == DNSClass::IN && zone.zone_of(r.name());
+    let rc = msg.response_code();
+    if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
+        return None;
+    }
+    let aa = msg.authoritative();
+    let answers: Vec<Record> = msg.answers().iter().filter(inside).cloned().collect();
+    let soa: Vec<Record> = msg
+        .name_servers()
+        .iter()
+        .filter(inside)
+        .filter(|r| r.record_type() == RecordType::SOA)
+        .cloned()
+        .collect();
+    let rank = if aa {
+        Rank::AuthAnswer
+    } else {
+        Rank::NonAuthAnswer
+    };
+    if !answers.is_empty() {
+        // Records of a type that was not asked (and no CNAME/DNAME
+        // leading to the asked type) are not an answer: follow_chain
+        // leaves them out, and they are neither stored nor returned.
+        let (used, _, _) = follow_chain(&answers, sname, stype);
+        if !used.is_empty() {
+            // A plain answer lives in the answer cache already; the
+            // store keeps chains (so a question about any link's
+            // target needs no upstream query) and what steers walks: a
+            // zone's own NS set and its servers' own addresses.
+            let chain = used.iter().any(|r| r.record_type() != stype);
+            // (Name equality ignores ASCII case.)
+            let steers = stype == RecordType::NS
+                || (is_addr_type(stype)
+                    && (cut.child_ns.contains(sname) || cut.parent_ns.contains(sname)));
+            if chain || steers {
+                store.put_all(&used, rank);
+            }
+            if rc == ResponseCode::NXDomain {
+                return Some(Outcome::Negative {
+                    rcode: rcode::NXDOMAIN,
+                    soa,
+                });
+            }
+            return Some(Outcome::Answer(used));
+        }
+    }
+    if rc == ResponseCode::NXDomain {
+        // Only the zone's server may say a name does not exist: an
+        // NXDOMAIN without AA comes from something else (a middlebox,
+        // a lame server).
+        if !aa {
+            return None;
+        }
+        return Some(Outcome::Negative {
+            rcode: rcode::NXDOMAIN,
+            soa,
+        });
+    }
+    let ns: Vec<Record> = msg
+        .name_servers()
+        .iter()
+        .filter(inside)
+        .filter(|r| r.record_type() == RecordType::NS)
+        .cloned()
+        .collect();
+    if let Some(first) = ns.first() {
+        let child = first.name().to_lowercase();
+        let goes_down = child != *zone && zone.zone_of(&child) && child.zone_of(sname);
+        if !aa || child != *zone {
+            if !goes_down {
+                return None;
+            }
+            let ns: Vec<Record> = ns.into_iter().filter(|r| *r.name() == child).collect();
+            let names: Vec<Name> = ns.iter().filter_map(ns_target).collect();
+            // Glue is only believed under the delegating zone: in
+            // bailiwick of the child, or a sibling's (which is what
+            // breaks a cycle of zones served from each other).
+            let glue: Vec<Record> = msg
+                .additionals()
+                .iter()
+                .filter(inside)
+                .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name().to_lowercase()))
+                .cloned()
+                .collect();
+            // Glue first: a concurrent walk that sees the new NS set
+            // must find its addresses already there.
+            store.put_all(&glue, Rank::Glue);
+            store.put(ns, Rank::Referral);
+            return Some(Outcome::Referral(Delegation {
+                zone: child,
+                child_ns: Vec::new(),
+                parent_ns: names,
+            }));
+        }
+    }
+    // NODATA, which only the zone's server can say; a reply without AA
+    // and without a referral is lame, whatever its authority section.
+    if aa {
+        return Some(Outcome::Negative { rcode: 0, soa });
+    }
+    None
+}
+
+pub(crate) fn is_addr(r: &Record) -> bool {
+    is_addr_type(r.record_type())
+}
+
+fn is_addr_type(t: RecordType) -> bool {
+    matches!(t, RecordType::A | RecordType::AAAA)
+}
+
+/// RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM).
+pub(crate) fn negative_ttl(soa: &Record) -> Option<u32> {
+    match soa.data() {
+        Some(RData::SOA(s)) => Some(soa.ttl().min(s.minimum())),
+        _ => None,
+    }
+}
+
+pub(crate) fn cname_target(r: &Record) -> Option<Name> {
+    match r.data() {
+        Some(RData::CNAME(c)) => Some(c.0.clone()),
+        _ => None,
+    }
+}
+
+/// The target of a DNAME record (RFC 6672 §2.1: never compressed).
+fn dname_target(r: &Record) -> Option<Name> {
+    match r.data() {
+        Some(RData::Unknown { code, rdata }) if u16::from(*code) == DNAME => {
+            Name::read(&mut BinDecoder::new(rdata.anything())).ok()
+        }
+        _ => None,
+    }
+}
+
+/// A DNAME whose owner is a proper ancestor of `name`.
+fn dname_above<'a>(records: &'a [Record], name: &Name) -> Option<&'a Record> {
+    records
+        .iter()
+        .find(|r| u16::from(r.record_type()) == DNAME && r.name() != name && r.name().zone_of(name))
+}
+
+/// Follows a chain inside one reply from `start`: returns the records on
+/// the chain (CNAME, DNAME with a synthesised CNAME, final RRset), where it
+/// ends, and whether it ended at data of `qtype`.
+pub(crate) fn follow_chain(
+    records: &[Record],
+    start: &Name,
+    qtype: RecordType,
+) -> (Vec<Record>, Name, bool) {
+    let mut used = Vec::new();
+    let mut cur = start.clone();
+    for _ in 0..16 {
+        let here: Vec<&Record> = records.iter().filter(|r| r.name() == &cur).collect();
+        let data: Vec<Record> = here
+            .iter()
+            .filter(|r| r.record_type() == qtype || qtype == RecordType::ANY)
+            .map(|r| (*r).clone())
+            .collect();
+        if !data.is_empty() {
+            used.extend(data);
+            return (used, cur, true);
+        }
+        if let Some(c) = here.iter().find(|r| r.record_type() == RecordType::CNAME) {
+            let Some(t) = cname_target(c) else { break };
+            // A server that synthesised this CNAME from a DNAME sends the
+            // DNAME too; the client gets both (RFC 6672 §3.4).
+            let dname = dname_above(records, &cur);
+            if let Some(d) = dname.filter(|d| !used.contains(*d)) {
+                used.push(d.clone());
+            }
+            used.push((*c).clone());
+            if used.iter().filter(|r| r.name() == &t).count() > 0 {
+                break;
+            }
+            cur = t;
+            continue;
+        }
+        // DNAME at a proper ancestor: synthesise the CNAME (RFC 6672 §3.1).
+        let dname = dname_above(records, &cur);
+        if let Some(d) = dname {
+            let Some(target) = dname_target(d) else { break };
+            let keep = cur.iter().count().saturating_sub(d.name().iter().count());
+            let prefix: Vec<Vec<u8>> = cur.iter().take(keep).map(|l| l.to_vec()).collect();
+            let Ok(new) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
+                break;
+            };
+            if !used.iter().any(|r| r == d) {
+                used.push(d.clone());
+            }
+            let mut cname = Record::from_rdata(
+                cur.clone(),
+                d.ttl(),
+                RData::CNAME(hickory_proto::rr::rdata::CNAME(new.clone())),
+            );
+            cname.set_dns_class(DNSClass::IN);
+            used.push(cname);
+            cur = new;
+            continue;
+        }
+        break;
+    }
+    (used, cur, false)
+}
