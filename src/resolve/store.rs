@@ -13,7 +13,6 @@
 //! as plain bytes: no per-lookup case folding of a `Name`. Bounded by an
 //! estimate of bytes; entries expire at their TTL.
 
-use crate::wire::push_lower_wire;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use moka::sync::Cache;
 use moka::Expiry;
@@ -145,11 +144,7 @@ impl KeyBuf {
 }
 
 fn key(name: &Name, rtype: u16, side: Side) -> Key {
-    let mut k = Vec::with_capacity(name.len() + 4);
-    push_lower_wire(name, &mut k);
-    k.extend_from_slice(&rtype.to_be_bytes());
-    k.push(side as u8);
-    k.into_boxed_slice()
+    KeyBuf::new(name, rtype, side).as_slice().into()
 }
 
 struct SetExpiry;
@@ -245,12 +240,6 @@ impl Store {
         let set = self.sets.get(KeyBuf::new(name, rtype, side).as_slice())?;
         let left = set.remaining(Instant::now());
         (left > 0).then_some((set, left))
-    }
-
-    /// Live records of one side, TTLs lowered by their age.
-    pub fn get_side(&self, name: &Name, rtype: RecordType, side: Side) -> Option<Vec<Record>> {
-        let (set, left) = self.live(name, rtype.into(), side)?;
-        Some(aged(&set, left))
     }
 
     /// Live records at or above `min_rank`: the child's when it has them,
