@@ -44,6 +44,9 @@ pub struct Config {
     /// Certificate and key for the DoT and DoH listeners.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Forward and stub zones.
+    #[serde(default)]
+    pub forward: Vec<crate::resolve::forward::ForwardConfig>,
     /// Directory that relative paths (zone files, root hints) are resolved
     /// against: the config file's directory. Not a TOML key.
     #[serde(skip)]
@@ -576,6 +579,14 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("level", format!("{:?} is not a log level", self.log.level));
         }
+        for (i, key, message) in crate::resolve::forward::check(&self.forward) {
+            errs.push(ConfigError::Invalid {
+                path: path.to_string(),
+                line: line_in_array_table(text, "forward", i, key),
+                key: format!("{key}: "),
+                message,
+            });
+        }
         if let Some(t) = &self.tls {
             // A missing key has no line of its own: point at [tls].
             let at = line_of_table(text, "tls");
@@ -703,6 +714,32 @@ fn line_of_table(text: &str, table: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// The line assigning `key` in the `index`-th `[[table]]` block (the
+/// block's header line when the key is not written in it).
+fn line_in_array_table(text: &str, table: &str, index: usize, key: &str) -> usize {
+    let header = format!("[[{table}]]");
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .map(|(i, _)| i)
+        .nth(index)
+    else {
+        return 1;
+    };
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if l.split_once('=').is_some_and(|(k, _)| k.trim() == key) && !t.starts_with('#') {
+            return i + 1;
+        }
+    }
+    start + 1
+}
+
 /// The first line assigning `key`, for errors found after parsing.
 pub fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
@@ -802,6 +839,16 @@ mod tests {
         let text = "[server]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n";
         let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
         assert!(msg.starts_with("x.toml:2: proxy_protocol_from: "), "{msg}");
+    }
+
+    #[test]
+    fn forward_zone_errors_name_key_and_line() {
+        let text = "[[forward]]\nzone = \"corp.example.\"\nservers = [\"192.0.2.1\"]\n\n[[forward]]\nzone = \"corp.example\"\nservers = [\"192.0.2.1:99999\"]\n";
+        let errs = Config::parse(text, "x.toml").unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].starts_with("x.toml:6: zone: "), "{msgs:?}");
+        assert!(msgs[1].starts_with("x.toml:7: servers: "), "{msgs:?}");
     }
 
     #[test]

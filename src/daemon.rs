@@ -38,6 +38,9 @@ pub enum StartError {
     /// TLS certificate or key unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A forward zone unusable (its CA file).
+    #[error(transparent)]
+    Forward(#[from] crate::resolve::forward::ForwardError),
 }
 
 /// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
@@ -63,8 +66,14 @@ impl Daemon {
             None => RootHints::iana(),
         };
         let metrics = Arc::new(Metrics::default());
+        let forward = crate::resolve::forward::ForwardZones::build(
+            &cfg.forward,
+            &cfg.base_dir,
+            cfg.resolver.query_deadline.0,
+        )?;
         let resolver =
-            IterativeResolver::new(cfg.resolver.clone(), &cfg.cache, hints, metrics.clone());
+            IterativeResolver::new(cfg.resolver.clone(), &cfg.cache, hints, metrics.clone())
+                .with_forward(forward);
         Daemon::start_with(cfg, Arc::new(resolver), metrics).await
     }
 

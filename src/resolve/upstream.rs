@@ -130,6 +130,21 @@ impl Upstream {
             return Err(ExchangeError::Forbidden);
         }
         let addr = SocketAddr::new(server, self.cfg.port);
+        self.exchange_at(addr, qname, qtype, timeout, false).await
+    }
+
+    /// As [`Upstream::exchange`], to a given port, with RD set when `rd`
+    /// (queries to forwarders, which resolve for us). No address policy:
+    /// the operator named the server (a forwarder on loopback is common).
+    pub async fn exchange_at(
+        &self,
+        addr: SocketAddr,
+        qname: &Name,
+        qtype: RecordType,
+        timeout: Duration,
+        rd: bool,
+    ) -> Result<Reply, ExchangeError> {
+        let server = addr.ip();
         let listed =
             |set: &Mutex<HashSet<IpAddr>>| set.lock().map(|s| s.contains(&server)).unwrap_or(false);
         let remember = |set: &Mutex<HashSet<IpAddr>>| {
@@ -145,7 +160,7 @@ impl Upstream {
         let mut cookie_retried = false;
         for _ in 0..4 {
             let cookie = (edns && self.cfg.cookies).then(|| self.cookie_for(server));
-            let query = self.build(qname, qtype, edns, caps, cookie.as_deref());
+            let query = self.build(qname, qtype, edns, caps, cookie.as_deref(), rd);
             let reply = match self.udp(addr, &query, timeout).await {
                 Err(ExchangeError::CaseMismatch) if caps => {
                     tracing::debug!(%server, "no 0x20: the server changed the question's case");
@@ -176,7 +191,7 @@ impl Upstream {
                 let msg = self
                     .tcp(
                         addr,
-                        &self.build(qname, qtype, edns, caps, cookie.as_deref()),
+                        &self.build(qname, qtype, edns, caps, cookie.as_deref(), rd),
                         timeout,
                     )
                     .await?;
@@ -226,12 +241,14 @@ impl Upstream {
         edns: bool,
         caps: bool,
         cookie: Option<&[u8]>,
+        rd: bool,
     ) -> Sent {
         let id: u16 = rand::random();
         let mut bytes = Vec::with_capacity(12 + 256 + 4 + 11);
         bytes.extend_from_slice(&id.to_be_bytes());
-        // Flags 0: a standard query with RD=0 (we iterate ourselves).
-        bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+        // A standard query; RD=0 when we iterate ourselves, RD=1 only to
+        // forwarders.
+        bytes.extend_from_slice(&[u8::from(rd), 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
         for label in qname.iter() {
             bytes.push(label.len() as u8);
             bytes.extend_from_slice(label);
@@ -338,6 +355,38 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// One exchange over DNS over TLS (RFC 7858) through `client`, which
+    /// keeps the connection open and pipelines. No 0x20 and no cookies:
+    /// the TLS session already authenticates the server.
+    pub async fn exchange_dot(
+        &self,
+        client: &crate::transport::dot_client::DotClient,
+        qname: &Name,
+        qtype: RecordType,
+        timeout: Duration,
+        rd: bool,
+    ) -> Result<Reply, ExchangeError> {
+        let started = Instant::now();
+        let query = self.build(qname, qtype, true, false, None, rd);
+        let mut reply = match tokio::time::timeout(timeout, client.exchange(&query.bytes)).await {
+            Err(_) | Ok(Err(crate::transport::dot_client::DotError::Timeout)) => {
+                return Err(ExchangeError::Timeout)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "DoT exchange failed");
+                return Err(ExchangeError::Unreachable(std::io::Error::other(
+                    e.to_string(),
+                )));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let msg = accept(&mut reply, &query).map_err(|_| ExchangeError::BadReply)?;
+        Ok(Reply {
+            msg,
+            rtt: started.elapsed(),
+        })
+    }
+
     /// For `crate::fuzz`: matches `reply` against our query for `qname`/
     /// `qtype` as [`Upstream::exchange`] would: its ID taken from the reply
     /// (so the fuzzer gets past the ID check), the byte-for-byte question
@@ -350,7 +399,7 @@ impl Upstream {
         caps: bool,
         reply: &mut [u8],
     ) -> Option<Message> {
-        let mut query = self.build(qname, qtype, true, false, Some(&[0; 8]));
+        let mut query = self.build(qname, qtype, true, false, Some(&[0; 8]), false);
         query.id = u16::from_be_bytes([*reply.first()?, *reply.get(1)?]);
         if caps {
             let plain = query
