@@ -285,6 +285,8 @@ pub struct CacheConfig {
     pub stale_answer_timeout: Dur,
     /// Expired entries older than this are never served.
     pub stale_max: Dur,
+    /// `[cache.redis]`: the shared L2 cache; absent = none.
+    pub redis: Option<crate::cache_l2::RedisConfig>,
 }
 
 impl Default for CacheConfig {
@@ -300,6 +302,7 @@ impl Default for CacheConfig {
             serve_stale: true,
             stale_answer_timeout: Dur::millis(1800),
             stale_max: Dur::secs(86400),
+            redis: None,
         }
     }
 }
@@ -579,6 +582,16 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("level", format!("{:?} is not a log level", self.log.level));
         }
+        if let Some(r) = &self.cache.redis {
+            for (key, message) in r.check() {
+                errs.push(ConfigError::Invalid {
+                    path: path.to_string(),
+                    line: line_of_key(text, key),
+                    key: format!("{key}: "),
+                    message,
+                });
+            }
+        }
         for (i, key, message) in crate::resolve::forward::check(&self.forward) {
             errs.push(ConfigError::Invalid {
                 path: path.to_string(),
@@ -849,6 +862,18 @@ mod tests {
         assert_eq!(msgs.len(), 2, "{msgs:?}");
         assert!(msgs[0].starts_with("x.toml:6: zone: "), "{msgs:?}");
         assert!(msgs[1].starts_with("x.toml:7: servers: "), "{msgs:?}");
+    }
+
+    #[test]
+    fn redis_section_parses_and_a_bad_url_is_located() {
+        let text = "[cache.redis]\nurl = \"redis://10.0.0.1:6380/2\"\ntimeout = \"20ms\"\n";
+        let cfg = Config::parse(text, "x.toml").unwrap();
+        let r = cfg.cache.redis.unwrap();
+        assert_eq!(r.timeout.0, Duration::from_millis(20));
+        assert_eq!(r.key_prefix, "resolvd:", "defaults fill the rest");
+        let text = "[cache]\nmax_ttl = 600\n\n[cache.redis]\nurl = \"http://10.0.0.1\"\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert!(msg.starts_with("x.toml:5: url: "), "{msg}");
     }
 
     #[test]

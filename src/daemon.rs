@@ -38,6 +38,9 @@ pub enum StartError {
     /// TLS certificate or key unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The shared cache's settings unusable.
+    #[error(transparent)]
+    SharedCache(#[from] crate::cache_l2::L2Error),
     /// A forward zone unusable (its CA file).
     #[error(transparent)]
     Forward(#[from] crate::resolve::forward::ForwardError),
@@ -84,23 +87,30 @@ impl Daemon {
         metrics: Arc<Metrics>,
     ) -> Result<Daemon, StartError> {
         let zones = Arc::new(build_zones(cfg)?);
-        let handler = Arc::new(Handler::new(
-            HandlerConfig {
-                allow: cfg.server.allow.clone(),
-                udp_payload_size: cfg.server.udp_payload_size,
-                query_deadline: cfg.resolver.query_deadline.0,
-                max_pending: cfg.resolver.max_pending,
-                cookies: cfg
-                    .server
-                    .cookies
-                    .then(|| crate::cookies::parse_secret(&cfg.server.cookie_secret).ok()),
-                ratelimit: cfg.server.ratelimit.clone(),
-            },
-            zones.clone(),
-            AnswerCache::new(&cfg.cache),
-            resolver,
-            metrics,
-        ));
+        let l2 = match &cfg.cache.redis {
+            Some(r) => Some(crate::cache_l2::SharedCache::new(r, &cfg.cache)?),
+            None => None,
+        };
+        let handler = Arc::new(
+            Handler::new(
+                HandlerConfig {
+                    allow: cfg.server.allow.clone(),
+                    udp_payload_size: cfg.server.udp_payload_size,
+                    query_deadline: cfg.resolver.query_deadline.0,
+                    max_pending: cfg.resolver.max_pending,
+                    cookies: cfg
+                        .server
+                        .cookies
+                        .then(|| crate::cookies::parse_secret(&cfg.server.cookie_secret).ok()),
+                    ratelimit: cfg.server.ratelimit.clone(),
+                },
+                zones.clone(),
+                AnswerCache::new(&cfg.cache),
+                resolver,
+                metrics,
+            )
+            .with_shared_cache(l2),
+        );
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(cfg.server.tcp_max_connections));

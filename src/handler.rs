@@ -12,6 +12,7 @@
 //! one resolution (request coalescing).
 
 use crate::cache::{AnswerCache, CacheKey, Entry};
+use crate::cache_l2::SharedCache;
 use crate::config::RateLimitConfig;
 use crate::cookies::{CookieJar, ReplyCookie, Verdict};
 use crate::metrics::Metrics;
@@ -108,6 +109,8 @@ pub struct Handler {
     cookies: Option<CookieJar>,
     /// UDP rate limits.
     limits: RateLimits,
+    /// The shared cache (L2) behind `cache`, when configured.
+    l2: Option<SharedCache>,
 }
 
 impl Handler {
@@ -129,7 +132,14 @@ impl Handler {
             resolver,
             inflight: Mutex::new(HashMap::new()),
             metrics,
+            l2: None,
         }
+    }
+
+    /// Puts a shared cache (L2) behind the answer cache.
+    pub fn with_shared_cache(mut self, l2: Option<SharedCache>) -> Handler {
+        self.l2 = l2;
+        self
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -317,7 +327,8 @@ impl Handler {
         }
         if let Some(name) = wire_to_name(q.name_wire()) {
             Metrics::inc(&self.metrics.prefetches);
-            drop(self.resolve_coalesced(q.key(), name, RecordType::from(q.qtype)));
+            // A refresh must come from upstream: L2 holds the same age.
+            drop(self.resolve_shared(q.key(), name, RecordType::from(q.qtype), false));
         }
     }
 
@@ -492,6 +503,18 @@ impl Handler {
         qname: Name,
         qtype: RecordType,
     ) -> oneshot::Receiver<Entry> {
+        self.resolve_shared(key, qname, qtype, true)
+    }
+
+    /// As [`Handler::resolve_coalesced`]; asks the shared cache (L2)
+    /// first when `read_l2`, and hands fresh resolutions to it.
+    fn resolve_shared(
+        self: &Arc<Self>,
+        key: &[u8],
+        qname: Name,
+        qtype: RecordType,
+        read_l2: bool,
+    ) -> oneshot::Receiver<Entry> {
         let (tx, rx) = oneshot::channel();
         {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -504,11 +527,27 @@ impl Handler {
         let this = self.clone();
         let key: Box<[u8]> = key.into();
         tokio::spawn(async move {
-            let s = this.resolver.resolve(qname.clone(), qtype).await;
-            let entry = this
-                .cache
-                .store(&key, &qname, qtype, s)
-                .unwrap_or_else(|| this.servfail(&qname, qtype));
+            let shared = match (&this.l2, read_l2) {
+                (Some(l2), true) => l2.get(&key).await,
+                _ => None,
+            };
+            let entry = match shared {
+                Some(e) => {
+                    this.cache.insert(&key, e.clone());
+                    e
+                }
+                None => {
+                    let s = this.resolver.resolve(qname.clone(), qtype).await;
+                    let e = this
+                        .cache
+                        .store(&key, &qname, qtype, s)
+                        .unwrap_or_else(|| this.servfail(&qname, qtype));
+                    if let Some(l2) = &this.l2 {
+                        l2.put(&key, &e);
+                    }
+                    e
+                }
+            };
             let waiters = {
                 let mut map = this.inflight.lock().unwrap_or_else(|p| p.into_inner());
                 map.remove(&key).unwrap_or_default()
@@ -538,7 +577,11 @@ impl Handler {
     /// `stats` text for the control socket.
     pub fn stats(&self) -> String {
         let (entries, bytes) = self.cache.usage();
-        self.metrics.render(entries, bytes)
+        let mut s = self.metrics.render(entries, bytes);
+        if let Some(l2) = &self.l2 {
+            s.push_str(&l2.stats().render());
+        }
+        s
     }
 }
 

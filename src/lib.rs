@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod cache_l2;
 pub mod config;
 pub mod control;
 pub mod cookies;

@@ -185,6 +185,52 @@ impl WireAnswer {
         }
     }
 
+    /// The message as stored: ID 0, the question, the records with their
+    /// TTLs as they were [`WireAnswer::age_millis`] ago; no OPT. For the
+    /// shared cache (`cache_l2`), which ships it to other instances.
+    pub fn message(&self) -> &[u8] {
+        self.data.get(..self.msg_len as usize).unwrap_or(&[])
+    }
+
+    /// Milliseconds since the TTLs in [`WireAnswer::message`] were current.
+    pub fn age_millis(&self, now: Instant) -> u64 {
+        millis(now).saturating_sub(self.stored_at)
+    }
+
+    /// Rebuilds an answer from a message another instance stored
+    /// ([`WireAnswer::message`]), `age` seconds old: every TTL is lowered
+    /// by `age` and the entry lives `ttl` seconds from now. None when the
+    /// bytes are not one question and well-formed records (the input is
+    /// untrusted).
+    pub fn from_shared(msg: &[u8], age: u32, ttl: u32, rcode: u16) -> Option<WireAnswer> {
+        if msg.len() > u16::MAX as usize || msg.get(4..6) != Some(&[0, 1][..]) {
+            return None;
+        }
+        let (question_end, offsets) = ttl_offsets(msg)?;
+        let mut data = Vec::with_capacity(msg.len() + offsets.len() * 2);
+        data.extend_from_slice(msg);
+        for &off in &offsets {
+            let field = data.get_mut(off as usize..off as usize + 4)?;
+            let t = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+            field.copy_from_slice(&t.saturating_sub(age).to_be_bytes());
+        }
+        for off in offsets {
+            data.extend_from_slice(&off.to_be_bytes());
+        }
+        Some(WireAnswer {
+            data: data.into_boxed_slice(),
+            msg_len: msg.len() as u16,
+            question_end: question_end as u16,
+            stored_at: millis(Instant::now()),
+            ttl,
+            rcode,
+            authoritative: false,
+            ede: None,
+            ecs_scope: None,
+            prefetch_started: AtomicBool::new(false),
+        })
+    }
+
     /// Bytes held, for the cache's weigher.
     pub fn size(&self) -> usize {
         std::mem::size_of::<Self>()
