@@ -25,6 +25,7 @@
 use crate::cache::Entry;
 use crate::config::{CacheConfig, Dur};
 use crate::wire::answer::WireAnswer;
+use hickory_proto::rr::Name;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use serde::Deserialize;
@@ -117,6 +118,8 @@ const HEADER: usize = 20;
 /// Security state byte for "not validated" (the only one written until
 /// DNSSEC validation lands).
 pub const SECURITY_UNCHECKED: u8 = 0;
+/// Longest a `flush` may scan and delete.
+const FLUSH_TIME: Duration = Duration::from_secs(30);
 /// Most SETs sent in one pipeline.
 const WRITE_BATCH: usize = 64;
 
@@ -459,6 +462,85 @@ impl SharedCache {
         }
     }
 
+    /// Deletes this fleet's entries for `name` (and below when `subtree`),
+    /// or all of them, for `resolvd control flush`: SCAN with a pattern,
+    /// then UNLINK, bounded by `FLUSH_TIME`. Returns how many keys went.
+    /// Other instances keep what their own L1 holds until it expires.
+    pub async fn flush(&self, name: Option<&Name>, subtree: bool) -> Result<u64, L2Error> {
+        let mut head = glob_escape(&self.prefix);
+        head.extend_from_slice(format!("v{FORMAT_VERSION}:").as_bytes());
+        let mut patterns = Vec::new();
+        match name {
+            None => patterns.push([&head[..], b"*"].concat()),
+            Some(n) => {
+                let mut text = Vec::new();
+                push_name_text(&crate::cache::name_to_wire(n), &mut text);
+                let text = glob_escape(&text);
+                patterns.push([&head[..], &text, b"/*"].concat());
+                if subtree {
+                    let below: &[u8] = if n.is_root() { b"" } else { b"." };
+                    patterns.push([&head[..], b"*", below, &text, b"/*"].concat());
+                }
+            }
+        }
+        let work = async {
+            let mut removed = 0u64;
+            for p in &patterns {
+                let mut cursor: u64 = 0;
+                loop {
+                    let scan = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(p)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .clone();
+                    let (next, keys): (u64, Vec<Vec<u8>>) = self
+                        .shared
+                        .backend
+                        .run(|mut c| {
+                            let scan = &scan;
+                            async move {
+                                match c {
+                                    Conn::Single(_) => c.query(scan).await,
+                                    Conn::Cluster(_) => Err(redis::RedisError::from((
+                                        redis::ErrorKind::Client,
+                                        "flush is not supported on a Redis Cluster; entries expire with their TTL",
+                                    ))),
+                                }
+                            }
+                        })
+                        .await?;
+                    if !keys.is_empty() {
+                        let unlink = redis::cmd("UNLINK").arg(&keys).clone();
+                        let n: u64 = self
+                            .shared
+                            .backend
+                            .run(|mut c| {
+                                let unlink = &unlink;
+                                async move { c.query(unlink).await }
+                            })
+                            .await?;
+                        removed += n;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok::<u64, redis::RedisError>(removed)
+        };
+        match tokio::time::timeout(FLUSH_TIME, work).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(L2Error(e.to_string())),
+            Err(_) => Err(L2Error(format!(
+                "flush did not finish within {} s",
+                FLUSH_TIME.as_secs()
+            ))),
+        }
+    }
+
     /// Queues a fresh resolution for Redis when it may be shared; never
     /// waits.
     pub fn put(&self, key: &[u8], e: &Entry) {
@@ -609,6 +691,18 @@ fn decode(v: &[u8], key: &[u8], now_unix: u64) -> Decoded {
         Some(a) if a.answers_key(key) => Decoded::Live(a),
         _ => Decoded::Bad,
     }
+}
+
+/// `s` with the glob characters of Redis patterns escaped.
+fn glob_escape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for &b in s {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Appends a lower-cased wire name as text (`www.example.com.`), bytes

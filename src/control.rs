@@ -46,13 +46,35 @@ pub fn start(
                 if rd.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let reply = execute(&handler, line.trim());
+                let reply = execute_async(&handler, line.trim()).await;
                 let _ = wr.write_all(reply.as_bytes()).await;
             });
         }
         let _ = std::fs::remove_file(&path);
     });
     Ok(())
+}
+
+/// As [`execute`], and a flush also empties the shared cache (Redis) when
+/// there is one, before the reply is sent.
+pub async fn execute_async(handler: &Handler, line: &str) -> String {
+    let mut reply = execute(handler, line);
+    if !reply.starts_with("ok flushed") {
+        return reply;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let name = match words.get(1).map(|n| Name::from_str(n)) {
+        None => None,
+        Some(Ok(mut n)) => {
+            n.set_fqdn(true);
+            Some(n)
+        }
+        Some(Err(_)) => return reply,
+    };
+    if let Some(more) = handler.flush_shared(name.as_ref(), words.len() == 3).await {
+        reply.push_str(&more);
+    }
+    reply
 }
 
 /// Runs one control command and returns its reply text.

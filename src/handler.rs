@@ -574,6 +574,16 @@ impl Handler {
         self.resolver.flush(name, subtree);
     }
 
+    /// Removes `name` (and below when `subtree`), or everything, from the
+    /// shared cache; None when there is none.
+    pub async fn flush_shared(&self, name: Option<&Name>, subtree: bool) -> Option<String> {
+        let l2 = self.l2.as_ref()?;
+        Some(match l2.flush(name, subtree).await {
+            Ok(n) => format!("ok removed {n} shared (Redis) entries\n"),
+            Err(e) => format!("error: {e}\n"),
+        })
+    }
+
     /// `stats` text for the control socket.
     pub fn stats(&self) -> String {
         let (entries, bytes) = self.cache.usage();

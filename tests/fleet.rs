@@ -398,3 +398,43 @@ async fn a_stalled_redis_costs_at_most_the_lookup_timeout() {
         a.handler().stats()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_flush_empties_the_shared_cache_too() {
+    let sim = Sim::start(world(218)).await;
+    let redis = Redis::start();
+    let (a, a_addr) = instance(&sim, &redis, 6, "fleet5:").await;
+    for i in 190..194 {
+        ask_h(a_addr, i).await;
+    }
+    eventually("A's writes", || stat(&a, "l2_writes") >= 4).await;
+    let mut c = redis.conn().await;
+    let keys = || {
+        let mut c = c.clone();
+        async move {
+            let mut k: Vec<String> = redis::cmd("KEYS")
+                .arg("fleet5:*")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            k.sort();
+            k
+        }
+    };
+    assert_eq!(keys().await.len(), 4);
+
+    let reply = resolvd::control::execute_async(a.handler(), "flush h190.fleet.test.").await;
+    assert!(reply.contains("ok removed 1 shared"), "{reply}");
+    assert_eq!(
+        keys().await,
+        vec![
+            "fleet5:v1:h191.fleet.test./1",
+            "fleet5:v1:h192.fleet.test./1",
+            "fleet5:v1:h193.fleet.test./1"
+        ]
+    );
+    let reply = resolvd::control::execute_async(a.handler(), "flush fleet.test. subtree").await;
+    assert!(reply.contains("ok removed 3 shared"), "{reply}");
+    assert!(keys().await.is_empty());
+    let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+}
