@@ -308,7 +308,7 @@ async fn dname_synthesizes_cname() {
         .unwrap();
     assert!(m.metadata.authoritative);
     assert_eq!(m.answers.len(), 2, "{m}");
-    assert_eq!(m.answers[0].record_type(), RecordType::Unknown(39));
+    assert_eq!(m.answers[0].record_type(), RecordType::DNAME);
     assert_eq!(
         rdatas(&m.answers[1..]),
         vec!["a.b.dn.example.test. CNAME a.b.example.net."]

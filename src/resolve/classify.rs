@@ -15,7 +15,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-/// RR type code of DNAME, which hickory-proto only knows as Unknown(39).
+/// RR type code of DNAME, whose rdata hickory-proto leaves as `RData::Unknown`.
 const DNAME: u16 = 39;
 
 /// What one server said about one question, after bailiwick filtering.

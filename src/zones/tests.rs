@@ -110,7 +110,7 @@ fn ask(z: &LocalZones, qname: &str, qtype: RecordType, client: &ClientInfo) -> Z
 fn data(a: &ZoneAnswer) -> Vec<String> {
     a.answer
         .iter()
-        .filter_map(|r| Some(r.data.to_string()))
+        .map(|r| r.data.to_string())
         .collect()
 }
 

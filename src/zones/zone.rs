@@ -370,18 +370,18 @@ pub(crate) fn parse_zone_text(
     for set in sets.into_values() {
         for record in set.records_without_rrsigs() {
             let owner = &record.name;
-            if !origin.zone_of(&owner) {
+            if !origin.zone_of(owner) {
                 return Err(file_error(
-                    line_of_owner(text, &owner, origin),
+                    line_of_owner(text, owner, origin),
                     format!(
                         "record {owner} {} is outside the zone",
                         record.record_type()
                     ),
                 ));
             }
-            if record.record_type() == RecordType::SOA && !origin.eq(&owner) {
+            if record.record_type() == RecordType::SOA && !origin.eq(owner) {
                 return Err(file_error(
-                    line_of_owner(text, &owner, origin),
+                    line_of_owner(text, owner, origin),
                     format!("SOA at {owner} is not at the zone apex"),
                 ));
             }

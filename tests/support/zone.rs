@@ -16,7 +16,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
 const DEFAULT_TTL: u32 = 3600;
-/// hickory-proto has no DNAME type (RFC 6672); it stays Unknown(39).
+/// DNAME (RFC 6672) has a type but no rdata parser in hickory-proto: its rdata stays `RData::Unknown`.
 pub const DNAME: u16 = 39;
 const MAX_CHAIN: usize = 8;
 
