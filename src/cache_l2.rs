@@ -741,7 +741,7 @@ mod tests {
     fn answer(name: &str, ttl: u32) -> (Vec<u8>, WireAnswer) {
         let n = Name::from_ascii(name).unwrap();
         let mut r = Record::from_rdata(n.clone(), ttl, RData::A(A(Ipv4Addr::new(192, 0, 2, 1))));
-        r.set_dns_class(DNSClass::IN);
+        r.dns_class = DNSClass::IN;
         let s = Sections {
             answer: vec![r],
             ..Sections::default()

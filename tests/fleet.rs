@@ -179,10 +179,7 @@ fn upstream(d: &Daemon) -> u64 {
 }
 
 fn ttl(m: &Message) -> u32 {
-    m.answers()
-        .first()
-        .map(|r| r.ttl())
-        .expect("an answer record")
+    m.answers.first().map(|r| r.ttl).expect("an answer record")
 }
 
 /// Waits (bounded) until `cond` holds.
@@ -200,7 +197,11 @@ async fn ask_h(addr: SocketAddr, i: usize) -> (Message, Duration) {
     let t = Instant::now();
     let r = ask(addr, &format!("h{i}.fleet.test."), RecordType::A).await;
     let took = t.elapsed();
-    assert_eq!(r.response_code(), ResponseCode::NoError, "h{i} via {addr}");
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::NoError,
+        "h{i} via {addr}"
+    );
     assert_eq!(addrs(&r), vec![expected(i)], "h{i} via {addr}");
     (r, took)
 }
@@ -357,7 +358,7 @@ async fn failures_are_not_shared() {
     let redis = Redis::start();
     let (a, a_addr) = instance(&sim, &redis, 4, "fleet3:").await;
     let r = ask(a_addr, "www.broken.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::ServFail);
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     ask_h(a_addr, 160).await;
     eventually("the good answer's write", || stat(&a, "l2_writes") >= 1).await;
     let mut c = redis.conn().await;

@@ -112,7 +112,7 @@ async fn forward_zone_asks_forwarder_with_rd_and_caches_its_answer() {
     let (_d, addr) = start(&cfg).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addrs(&r), vec!["10.0.0.1"], "the forwarder's answer");
     let seen = sim.server("127.210.0.4").queries();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -143,7 +143,7 @@ async fn forward_zone_asks_forwarder_with_rd_and_caches_its_answer() {
 
     // A name the forwarder says does not exist is NXDOMAIN for the client.
     let nx = ask(addr, "nope.corp.test.", RecordType::A).await;
-    assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
 }
 
 #[tokio::test]
@@ -159,7 +159,7 @@ async fn stub_zone_asks_with_rd0_and_follows_referrals_below_it() {
     let (_d, addr) = start(&cfg).await;
 
     let r = ask(addr, "app.dev.corp.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addrs(&r), vec!["10.0.1.1"]);
     let stub = sim.server("127.211.0.4").queries();
     assert!(!stub.is_empty());
@@ -196,7 +196,7 @@ async fn fallback_resolves_from_the_root_when_every_forwarder_fails() {
     let (_d, addr) = start(&cfg).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addrs(&r), vec!["192.0.2.80"], "the public answer");
     assert!(!sim.server("127.212.0.4").queries().is_empty());
     assert!(!sim.server("127.212.0.3").queries().is_empty());
@@ -219,7 +219,7 @@ async fn without_fallback_a_failed_forward_zone_is_servfail() {
     let (_d, addr) = start(&cfg).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::ServFail);
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     assert!(!sim.server("127.213.0.4").queries().is_empty());
     assert!(
         sim.server("127.213.0.3").queries().is_empty(),
@@ -353,7 +353,7 @@ async fn forward_zone_over_tls_verifies_and_reuses_one_connection() {
     let (_d, addr) = start(&cfg).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addrs(&r), vec!["192.0.2.1"], "the DoT server's answer");
     // Five more names at once: pipelined on the one connection.
     let asks = (0..5).map(|i| {
@@ -384,7 +384,7 @@ async fn forward_zone_over_tls_rejects_a_certificate_for_another_name() {
     let (_d, addr) = start(&cfg).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::ServFail);
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     let m = &server.handler().metrics;
     assert_eq!(m.queries_dot.load(Relaxed), 0, "no query crossed the link");
     assert_eq!(m.tls_handshakes.load(Relaxed), 0);

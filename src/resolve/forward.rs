@@ -332,14 +332,14 @@ impl Iterator {
 /// section, or a negative answer with the SOA it gave. None when it is
 /// no resolver's answer (a failure RCODE, or a referral).
 fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<Outcome> {
-    let rc = msg.response_code();
+    let rc = msg.metadata.response_code;
     if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
         return None;
     }
     let answers: Vec<Record> = msg
-        .answers()
+        .answers
         .iter()
-        .filter(|r| r.dns_class() == DNSClass::IN)
+        .filter(|r| r.dns_class == DNSClass::IN)
         .cloned()
         .collect();
     let (used, _, _) = follow_chain(&answers, sname, stype);
@@ -348,15 +348,15 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
         // continued by the walk, which asks the forwarder for the target.
         return Some(Outcome::Answer(used));
     }
-    if !msg.recursion_available() && !msg.authoritative() {
+    if !msg.metadata.recursion_available && !msg.metadata.authoritative {
         // An empty non-authoritative reply from a server that does not
         // recurse is a referral: the server is not a forwarder.
         return None;
     }
     let soa: Vec<Record> = msg
-        .name_servers()
+        .authorities
         .iter()
-        .filter(|r| r.dns_class() == DNSClass::IN && r.record_type() == RecordType::SOA)
+        .filter(|r| r.dns_class == DNSClass::IN && r.record_type() == RecordType::SOA)
         .cloned()
         .collect();
     let rcode = if rc == ResponseCode::NXDomain {
