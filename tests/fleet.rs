@@ -26,19 +26,52 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Extra redis-server arguments (cluster mode).
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts redis-server on a free port of [`REDIS_IP`].
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind((REDIS_IP, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port for redis-server")
-            .port();
+        Redis::start_with(free_port(), Vec::new())
+    }
+
+    fn start_with(port: u16, extra: Vec<String>) -> Redis {
         let mut r = Redis {
             child: None,
             port,
             dir: tempfile::tempdir().expect("a temp dir for redis-server"),
+            extra,
+        };
+        r.restart();
+        r
+    }
+
+    /// A member of a Redis Cluster on a free port (its bus port, 10000
+    /// above, free too), not yet joined.
+    fn cluster_node() -> Redis {
+        let port = loop {
+            let p = free_port();
+            if p < 55000 && std::net::TcpListener::bind((REDIS_IP, p + 10000)).is_ok() {
+                break p;
+            }
+        };
+        let dir = tempfile::tempdir().expect("a temp dir for redis-server");
+        let nodes = dir.path().join("nodes.conf").display().to_string();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir,
+            extra: vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                nodes,
+                // The bus must come from the node's own address, or the
+                // nodes do not recognise each other on 127.x addresses.
+                "--bind-source-addr".into(),
+                REDIS_IP.into(),
+            ],
         };
         r.restart();
         r
@@ -53,6 +86,7 @@ impl Redis {
             .arg(self.dir.path())
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -97,6 +131,13 @@ impl Redis {
             .await
             .expect("connects to redis-server")
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((REDIS_IP, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port for redis-server")
+        .port()
 }
 
 impl Drop for Redis {
@@ -438,4 +479,78 @@ async fn control_flush_empties_the_shared_cache_too() {
     assert!(reply.contains("ok removed 3 shared"), "{reply}");
     assert!(keys().await.is_empty());
     let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_is_shared_too() {
+    let sim = Sim::start(world(218)).await;
+    let nodes: Vec<Redis> = (0..3).map(|_| Redis::cluster_node()).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{REDIS_IP}:{}", n.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli runs (Debian package redis-tools, pulled in by redis-server)");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    let mut c = nodes[0].conn().await;
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the cluster never became ok:\n{info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let cluster_cfg = |host: u8| {
+        let mut cfg: Config = config_for(&sim);
+        cfg.server.listen = vec![format!("127.218.1.{host}:0").parse().unwrap()];
+        cfg.cache.redis = Some(RedisConfig {
+            cluster: addrs.iter().map(|a| format!("redis://{a}")).collect(),
+            key_prefix: "fleet6:".into(),
+            // Generous: the first lookup also maps the cluster's slots.
+            timeout: Dur::millis(500),
+            ..RedisConfig::default()
+        });
+        cfg
+    };
+    let (a, a_addr) = start(&cluster_cfg(7)).await;
+    let (b, b_addr) = start(&cluster_cfg(8)).await;
+    for i in 0..30 {
+        ask_h(a_addr, i).await;
+    }
+    eventually("A's 30 writes", || stat(&a, "l2_writes") >= 30).await;
+    for i in 0..30 {
+        ask_h(b_addr, i).await;
+    }
+    assert_eq!(
+        upstream(&b),
+        0,
+        "B answered from the cluster: {}",
+        b.handler().stats()
+    );
+    assert_eq!(stat(&b, "l2_hits"), 30);
+    // The keys really are spread over the nodes.
+    let mut holding = 0;
+    for n in &nodes {
+        let mut c = n.conn().await;
+        let size: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        holding += usize::from(size > 0);
+    }
+    assert!(holding >= 2, "keys on {holding} of 3 nodes");
 }
