@@ -44,6 +44,10 @@ pub struct RedisConfig {
     /// Seed nodes of a Redis Cluster (`redis://host:port` each); when set,
     /// `url` is not used.
     pub cluster: Vec<String>,
+    /// PEM file of the CA that signed the servers' certificates, for
+    /// `rediss://` with a private CA (relative to the config file);
+    /// absent = the system's roots.
+    pub ca: Option<std::path::PathBuf>,
     /// Prefix of every key, so several fleets can share one Redis.
     pub key_prefix: String,
     /// Bound on one L2 lookup (connect included); a slower Redis is a miss.
@@ -67,6 +71,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379/0".into(),
             cluster: Vec::new(),
+            ca: None,
             key_prefix: "resolvd:".into(),
             timeout: Dur::millis(30),
             pool_size: 4,
@@ -340,17 +345,36 @@ pub struct SharedCache {
 impl SharedCache {
     /// Sets up clients (no connection yet: Redis being down must not stop
     /// resolvd from starting) and the writer task. Needs a tokio runtime.
-    pub fn new(cfg: &RedisConfig, cache: &CacheConfig) -> Result<SharedCache, L2Error> {
+    pub fn new(
+        cfg: &RedisConfig,
+        cache: &CacheConfig,
+        base_dir: &std::path::Path,
+    ) -> Result<SharedCache, L2Error> {
+        let certs = match &cfg.ca {
+            None => None,
+            Some(p) => {
+                let path = base_dir.join(p);
+                let pem = std::fs::read(&path)
+                    .map_err(|e| L2Error(format!("ca {}: {e}", path.display())))?;
+                Some(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                })
+            }
+        };
+        let err = |e: redis::RedisError| L2Error(e.to_string());
         let client = if cfg.cluster.is_empty() {
-            Client::Single(
-                redis::Client::open(cfg.url.as_str()).map_err(|e| L2Error(e.to_string()))?,
-            )
+            Client::Single(match certs {
+                None => redis::Client::open(cfg.url.as_str()).map_err(err)?,
+                Some(c) => redis::Client::build_with_tls(cfg.url.as_str(), c).map_err(err)?,
+            })
         } else {
-            let c = redis::cluster::ClusterClient::builder(cfg.cluster.clone())
-                .connection_timeout(cfg.timeout.0)
-                .build()
-                .map_err(|e| L2Error(e.to_string()))?;
-            Client::Cluster(c)
+            let mut b = redis::cluster::ClusterClient::builder(cfg.cluster.clone())
+                .connection_timeout(cfg.timeout.0);
+            if let Some(c) = certs {
+                b = b.certs(c);
+            }
+            Client::Cluster(b.build().map_err(err)?)
         };
         let pool = if cfg.cluster.is_empty() {
             cfg.pool_size.max(1)

@@ -88,7 +88,11 @@ impl Daemon {
     ) -> Result<Daemon, StartError> {
         let zones = Arc::new(build_zones(cfg)?);
         let l2 = match &cfg.cache.redis {
-            Some(r) => Some(crate::cache_l2::SharedCache::new(r, &cfg.cache)?),
+            Some(r) => Some(crate::cache_l2::SharedCache::new(
+                r,
+                &cfg.cache,
+                &cfg.base_dir,
+            )?),
             None => None,
         };
         let handler = Arc::new(

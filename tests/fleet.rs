@@ -554,3 +554,84 @@ async fn a_redis_cluster_is_shared_too() {
     }
     assert!(holding >= 2, "keys on {holding} of 3 nodes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_is_shared_and_a_wrong_ca_is_refused() {
+    let sim = Sim::start(world(218)).await;
+    // A CA, a server certificate for the Redis address, and a second CA
+    // that signed nothing.
+    let pki = tempfile::tempdir().unwrap();
+    let ca_for = |cn: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let cert = p.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca, ca_key) = ca_for("fleet test CA");
+    let (other_ca, _) = ca_for("another CA");
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![REDIS_IP.to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let file = |name: &str, text: String| {
+        let p = pki.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_pem = file("ca.pem", ca.pem());
+    let other_pem = file("other.pem", other_ca.pem());
+    let cert_pem = file("cert.pem", leaf.pem());
+    let key_pem = file("key.pem", leaf_key.serialize_pem());
+    let port = free_port();
+    let s = |p: &std::path::Path| p.display().to_string();
+    let _redis = Redis::start_with(
+        port,
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            s(&cert_pem),
+            "--tls-key-file".into(),
+            s(&key_pem),
+            "--tls-ca-cert-file".into(),
+            s(&ca_pem),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+    );
+    let tls_cfg = |host: u8, ca: &std::path::Path| {
+        let mut cfg: Config = config_for(&sim);
+        cfg.server.listen = vec![format!("127.218.1.{host}:0").parse().unwrap()];
+        cfg.cache.redis = Some(RedisConfig {
+            url: format!("rediss://{REDIS_IP}:{port}/0"),
+            ca: Some(ca.to_path_buf()),
+            key_prefix: "fleet7:".into(),
+            // The first lookup includes the TLS handshake (debug build).
+            timeout: Dur::millis(500),
+            ..RedisConfig::default()
+        });
+        cfg
+    };
+    let (a, a_addr) = start(&tls_cfg(9, &ca_pem)).await;
+    let (b, b_addr) = start(&tls_cfg(10, &ca_pem)).await;
+    let (c, c_addr) = start(&tls_cfg(11, &other_pem)).await;
+    for i in 0..10 {
+        ask_h(a_addr, i).await;
+    }
+    eventually("A's writes over TLS", || stat(&a, "l2_writes") >= 10).await;
+    for i in 0..10 {
+        ask_h(b_addr, i).await;
+        ask_h(c_addr, i).await;
+    }
+    assert_eq!(upstream(&b), 0, "B read A's answers over TLS");
+    assert_eq!(stat(&b, "l2_hits"), 10);
+    // C does not trust the server's certificate: no L2, still answers.
+    assert_eq!(stat(&c, "l2_hits"), 0);
+    assert!(stat(&c, "l2_errors") >= 1, "{}", c.handler().stats());
+    assert!(upstream(&c) > 0);
+}
