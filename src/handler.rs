@@ -9,7 +9,8 @@
 //! are applied here too, for both paths.
 //! Everything else returns [`Step::Resolve`] and goes through
 //! [`Handler::answer_resolved`], where concurrent identical questions share
-//! one resolution (request coalescing).
+//! one resolution (request coalescing), which asks the shared cache
+//! ([`crate::cache_l2`], Redis) first when there is one.
 
 use crate::cache::{AnswerCache, CacheKey, Entry};
 use crate::cache_l2::SharedCache;
