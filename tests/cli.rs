@@ -205,7 +205,7 @@ www 300 AAAA 2001:db8::1
         dir.path(),
         "r.toml",
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[resolver]\nquery_loopback = true\nupstream_port = {}\nspecial_use_exclude = [\"test.\"]\n[control]\nsocket = \"{}\"\n",
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[resolver]\nquery_loopback = true\nupstream_port = {}\nspecial_use_exclude = [\"test.\"]\n[dnssec]\nvalidation = false\n[control]\nsocket = \"{}\"\n",
             sim.port(),
             sock.display()
         ),

@@ -108,10 +108,7 @@ fn ask(z: &LocalZones, qname: &str, qtype: RecordType, client: &ClientInfo) -> Z
 
 /// The rdata of the answer section as text, e.g. "192.0.2.80".
 fn data(a: &ZoneAnswer) -> Vec<String> {
-    a.answer
-        .iter()
-        .map(|r| r.data.to_string())
-        .collect()
+    a.answer.iter().map(|r| r.data.to_string()).collect()
 }
 
 fn is_negative_with_soa(a: &ZoneAnswer, rcode: ResponseCode) -> bool {
