@@ -4,10 +4,14 @@
 //! serves them all from 127.220.0.1; resolvd (in-process) validates from
 //! the test root's key as its only trust anchor; `dig` asks.
 //!
-//! Each case is a zone under `test.`: `secure` (NSEC), `nsec3` (NSEC3),
-//! `insecure` (no DS), `bogus` (a record changed after signing),
-//! `expired` (signatures from 2020), `badds` (the DS matches no key),
-//! `iter` (NSEC3 with 500 iterations, RFC 9276).
+//! Each case is a zone under `test.` (see [`CHILDREN`]): `secure` (NSEC),
+//! `nsec3`, `insecure` (no DS), `bogus` (a record changed after signing),
+//! `expired` and `notyet` (signature times), `nosig` (an RRSIG removed),
+//! `badds` (the DS matches no key), `nosep` (the DNSKEY set lacks the key
+//! the DS names), `unknownalg` (DS algorithm 253), `iter` (NSEC3 with 500
+//! iterations, RFC 9276), `optout` (an unsigned delegation in an NSEC3
+//! opt-out span) and `keytrap` (CVE-2023-50387: 50 keys sharing a key tag,
+//! 50 signatures naming it).
 //!
 //! Needs nsd, ldnsutils and dnsutils; a missing one fails naming it.
 
@@ -24,16 +28,138 @@ use std::time::Duration;
 
 const NET: &str = "127.220.0.1";
 
-/// Child zones: (label, signing arguments, what happens after signing).
-const CHILDREN: &[(&str, &[&str])] = &[
-    ("secure", &[]),
-    ("nsec3", &["-n", "-t", "0"]),
-    ("insecure", &[]),
-    ("bogus", &[]),
-    ("expired", &["-i", "20200101000000", "-e", "20200201000000"]),
-    ("badds", &[]),
-    ("iter", &["-n", "-t", "500", "-s", "abcd"]),
+/// What is done to a child zone to make its case.
+#[derive(Clone, Copy, PartialEq)]
+enum Case {
+    /// Signed as it is.
+    Plain,
+    /// Not signed, no DS.
+    Unsigned,
+    /// A record changed after signing.
+    Tamper,
+    /// The RRSIG of `www A` removed.
+    StripSig,
+    /// The DS in the parent names an algorithm nobody implements.
+    UnknownDsAlg,
+    /// The DS in the parent is that of a key the zone does not publish.
+    WrongDs,
+    /// Signed with the ZSK only: the DNSKEY set lacks the key the DS names.
+    NoSep,
+    /// KeyTrap (CVE-2023-50387): 50 extra DNSKEYs sharing one key tag,
+    /// and `www A` signed by 50 RRSIGs naming that tag.
+    KeyTrap,
+}
+
+/// Child zones: (label, signing arguments, case, extra zone lines).
+const CHILDREN: &[(&str, &[&str], Case, &str)] = &[
+    ("secure", &[], Case::Plain, ""),
+    ("nsec3", &["-n", "-t", "0"], Case::Plain, ""),
+    ("insecure", &[], Case::Unsigned, ""),
+    ("bogus", &[], Case::Tamper, ""),
+    (
+        "expired",
+        &["-i", "20200101000000", "-e", "20200201000000"],
+        Case::Plain,
+        "",
+    ),
+    (
+        "notyet",
+        &["-i", "20400101000000", "-e", "20410101000000"],
+        Case::Plain,
+        "",
+    ),
+    ("nosig", &[], Case::StripSig, ""),
+    ("badds", &[], Case::WrongDs, ""),
+    ("nosep", &[], Case::NoSep, ""),
+    ("unknownalg", &[], Case::UnknownDsAlg, ""),
+    ("iter", &["-n", "-t", "500", "-s", "abcd"], Case::Plain, ""),
+    (
+        "optout",
+        &["-n", "-p", "-t", "0"],
+        Case::Plain,
+        "sub NS ns.test.\n",
+    ),
+    ("keytrap", &[], Case::KeyTrap, ""),
 ];
+
+/// Key tag (RFC 4034 Appendix B) of DNSKEY rdata.
+fn key_tag(rdata: &[u8]) -> u16 {
+    let mut ac: u32 = 0;
+    for (i, b) in rdata.iter().enumerate() {
+        ac += if i % 2 == 0 {
+            (*b as u32) << 8
+        } else {
+            *b as u32
+        };
+    }
+    ac += ac >> 16;
+    (ac & 0xffff) as u16
+}
+
+/// `n` RSA/SHA-256 DNSKEY lines (4096-bit moduli that are odd, so a
+/// verifier does the full modular exponentiation) sharing key tag `tag`.
+fn colliding_keys(owner: &str, n: usize, tag: u16) -> String {
+    use base64::Engine;
+    let mut out = String::new();
+    let mut made = 0;
+    while made < n {
+        let mut key = vec![3u8, 1, 0, 1];
+        key.extend((0..512).map(|_| rand::random::<u8>()));
+        key[4] |= 0x80;
+        let last = key.len() - 1;
+        key[last - 1] = 0;
+        key[last] = 0;
+        let mut rdata = vec![1u8, 0, 3, 8];
+        rdata.extend(&key);
+        // The checksum is a sum, so only the last two bytes need trying.
+        let (hi_at, lo_at) = (rdata.len() - 2, rdata.len() - 1);
+        let shift = |i: usize| if i % 2 == 0 { 8 } else { 0 };
+        let base: u32 = rdata
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (*b as u32) << shift(i))
+            .sum();
+        let fold = |ac: u32| ((ac + (ac >> 16)) & 0xffff) as u16;
+        'search: for hi in 0..=255u32 {
+            for lo in (1..=255u32).step_by(2) {
+                if fold(base + (hi << shift(hi_at)) + (lo << shift(lo_at))) == tag {
+                    key[last - 1] = hi as u8;
+                    key[last] = lo as u8;
+                    let mut check = vec![1u8, 0, 3, 8];
+                    check.extend(&key);
+                    assert_eq!(key_tag(&check), tag);
+                    out.push_str(&format!(
+                        "{owner} 300 IN DNSKEY 256 3 8 {}\n",
+                        base64::engine::general_purpose::STANDARD.encode(&key)
+                    ));
+                    made += 1;
+                    break 'search;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The KeyTrap signatures: `n` RRSIGs over `www A` claiming key `tag`,
+/// valid in time (copied from a real RRSIG line), with random bytes.
+fn colliding_sigs(owner: &str, n: usize, tag: u16, real: &str) -> String {
+    use base64::Engine;
+    let f: Vec<&str> = real.split_whitespace().collect();
+    let (exp, inc) = (f[8], f[9]);
+    (0..n)
+        .map(|_| {
+            let sig: Vec<u8> = (0..512).map(|_| rand::random::<u8>()).collect();
+            format!(
+                "www.{owner} 300 IN RRSIG A 8 3 300 {exp} {inc} {tag} {owner} {}\n",
+                base64::engine::general_purpose::STANDARD.encode(sig)
+            )
+        })
+        .collect()
+}
+
+/// Tag shared by the KeyTrap keys.
+const TRAP_TAG: u16 = 4242;
 
 fn sh(cmd: Command) -> String {
     let out = run_bounded(cmd, Duration::from_secs(60));
@@ -97,32 +223,77 @@ fn start_hierarchy() -> Hierarchy {
     let d = dir.path();
     let mut zones: Vec<(String, String)> = Vec::new();
     let mut parent_extra = String::new();
-    for (label, args) in CHILDREN {
+    for (label, args, case, extra) in CHILDREN {
         let origin = format!("{label}.test.");
         let file = format!("{label}.zone");
-        fs::write(d.join(&file), child_zone(label)).expect("write zone");
+        let mut text = child_zone(label) + extra;
+        if *case == Case::KeyTrap {
+            text.push_str(&colliding_keys(&origin, 50, TRAP_TAG));
+        }
+        fs::write(d.join(&file), text).expect("write zone");
         parent_extra.push_str(&format!("{label} NS ns.test.\n"));
-        if *label == "insecure" {
+        if *case == Case::Unsigned {
             zones.push((origin, file));
             continue;
         }
         let (ksk, zsk, ds) = keys(d, &origin);
-        let signed = sign(d, &file, &origin, args, &ksk, &zsk);
-        if *label == "bogus" {
-            let text = fs::read_to_string(d.join(&signed)).expect("signed zone");
-            let tampered = text.replacen("192.0.2.1", "192.0.2.66", 1);
-            assert_ne!(text, tampered);
-            fs::write(d.join(&signed), tampered).expect("tamper");
-        }
-        let ds = if *label == "badds" {
-            // The DS of a key the zone does not publish.
-            keys(d, &origin).2
+        let signed = if *case == Case::NoSep {
+            let mut c = Command::new(tool("ldns-signzone", "ldnsutils"));
+            c.current_dir(d)
+                .args(["-o", &origin, "-f", &format!("{file}.signed"), &file, &zsk]);
+            sh(c);
+            format!("{file}.signed")
         } else {
-            ds
+            sign(d, &file, &origin, args, &ksk, &zsk)
+        };
+        let path = d.join(&signed);
+        let text = fs::read_to_string(&path).expect("signed zone");
+        let www_a_sig = |l: &&str| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.first() == Some(&format!("www.{origin}").as_str())
+                && f.get(3) == Some(&"RRSIG")
+                && f.get(4) == Some(&"A")
+        };
+        let text = match case {
+            Case::Tamper => text.replacen("192.0.2.1", "192.0.2.66", 1),
+            Case::StripSig => text
+                .lines()
+                .filter(|l| !www_a_sig(l))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            Case::KeyTrap => {
+                let real = text
+                    .lines()
+                    .find(www_a_sig)
+                    .expect("RRSIG www A")
+                    .to_string();
+                let mut t: String = text
+                    .lines()
+                    .filter(|l| !www_a_sig(l))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                t.push_str(&colliding_sigs(&origin, 50, TRAP_TAG, &real));
+                t
+            }
+            _ => text,
+        };
+        fs::write(&path, text).expect("post-process");
+        let ds = match case {
+            // The DS of a key the zone does not publish.
+            Case::WrongDs => keys(d, &origin).2,
+            Case::UnknownDsAlg => {
+                let mut f: Vec<String> = ds.split_whitespace().map(String::from).collect();
+                f[4] = "253".into();
+                f.join(" ")
+            }
+            _ => ds,
         };
         parent_extra.push_str(&format!("{ds}\n"));
         zones.push((origin, signed));
     }
+    // The unsigned child below the opt-out span.
+    fs::write(d.join("sub.optout.zone"), child_zone("sub.optout")).expect("write zone");
+    zones.push(("sub.optout.test.".into(), "sub.optout.zone".into()));
     fs::write(
         d.join("test.zone"),
         format!(
@@ -212,7 +383,10 @@ struct Reply {
 }
 
 async fn dig(d: &Daemon, name: &str, qtype: &str, opts: &[&str]) -> Reply {
-    let addr = d.local_addrs()[0];
+    dig_at(d.local_addrs()[0], name, qtype, opts).await
+}
+
+async fn dig_at(addr: std::net::SocketAddr, name: &str, qtype: &str, opts: &[&str]) -> Reply {
     let mut c = Command::new(tool("dig", "dnsutils"));
     c.arg(format!("@{}", addr.ip()))
         .args(["-p", &addr.port().to_string(), "+time=5", "+tries=1"])
@@ -357,6 +531,37 @@ async fn signed_hierarchy_validates_like_a_validating_resolver() {
     let r = dig(&d, "www.expired.test.", "A", &["+cd"]).await;
     assert_eq!(r.status, "NOERROR", "{}", r.text);
 
+    // Not yet valid: EDE 8. An RRset without its RRSIG in a signed zone:
+    // EDE 10.
+    let r = dig(&d, "www.notyet.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "SERVFAIL", "{}", r.text);
+    assert_eq!(r.ede, Some(8), "{}", r.text);
+    let r = dig(&d, "www.nosig.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "SERVFAIL", "{}", r.text);
+    assert_eq!(r.ede, Some(10), "{}", r.text);
+    let r = dig(&d, "mail.nosig.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r), "{}", r.text);
+
+    // The DNSKEY set lacks the key the DS names: EDE 9.
+    let r = dig(&d, "www.nosep.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "SERVFAIL", "{}", r.text);
+    assert_eq!(r.ede, Some(9), "{}", r.text);
+
+    // A DS with an algorithm nobody implements: insecure (RFC 4035 §5.2),
+    // answered with EDE 1.
+    let r = dig(&d, "www.unknownalg.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert!(!ad(&r), "{}", r.text);
+    assert_eq!(r.ede, Some(1), "{}", r.text);
+
+    // An unsigned delegation inside an NSEC3 opt-out span: insecure;
+    // the signed names of the zone stay secure.
+    let r = dig(&d, "www.sub.optout.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert!(!ad(&r) && has_type(&r.answer, "A"), "{}", r.text);
+    let r = dig(&d, "www.optout.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r), "{}", r.text);
+
     // A DS that matches no DNSKEY: EDE 9.
     let r = dig(&d, "www.badds.test.", "A", &["+dnssec"]).await;
     assert_eq!(r.status, "SERVFAIL", "{}", r.text);
@@ -394,4 +599,101 @@ async fn negative_trust_anchor_and_validation_off_answer_bogus_zones() {
         r.text
     );
     d.shutdown().await;
+}
+
+/// resolvd as its own process, so its CPU time is its own (other tests
+/// of this file run resolvd in-process at the same time).
+struct Separate {
+    _dir: tempfile::TempDir,
+    procs: Procs,
+    addr: std::net::SocketAddr,
+}
+
+fn spawn_resolver(h: &Hierarchy, dnssec_extra: &str) -> Separate {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port(&["127.0.0.1".to_string()]);
+    let conf = dir.path().join("resolvd.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n\
+             [resolver]\nroot_hints = \"{}\"\nquery_loopback = true\nupstream_port = {}\n\
+             special_use_exclude = [\"test.\"]\n\
+             [dnssec]\ntrust_anchor_files = [\"{}\"]\n{dnssec_extra}\n\
+             [control]\nenabled = false\n[log]\nlevel = \"info\"\n",
+            h.hints, h.port, h.anchor
+        ),
+    )
+    .expect("config");
+    let mut procs = Procs::default();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_resolvd"));
+    c.arg("--config").arg(&conf);
+    let i = procs.spawn("resolvd", c, &dir.path().join("resolvd.log"));
+    procs.wait_for_log(i, "listening on");
+    Separate {
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+        procs,
+        _dir: dir,
+    }
+}
+
+/// CPU time of process `pid` so far: the run time of all its threads,
+/// in nanoseconds, from /proc/PID/task/*/schedstat (clock ticks in
+/// /proc/PID/stat are 10 ms, too coarse for one query).
+fn cpu_of(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc task dir")
+        .flatten()
+    {
+        let stat = fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
+}
+
+/// CPU spent answering `www.keytrap.test. A` (after a first query has
+/// validated the zone's keys), and the reply.
+async fn keytrap_cost(r: &Separate) -> (Duration, Reply) {
+    let warm = dig_at(r.addr, "mail.keytrap.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&warm), "the zone itself validates: {}", warm.text);
+    let pid = r.procs.pid(0);
+    let before = cpu_of(pid);
+    let reply = dig_at(r.addr, "www.keytrap.test.", "A", &["+dnssec"]).await;
+    // Let the reply's last work (caching) finish before reading.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (cpu_of(pid) - before, reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keytrap_zone_costs_one_query_little_cpu() {
+    let h = start_hierarchy();
+    let r = spawn_resolver(&h, "");
+    let (limited, reply) = keytrap_cost(&r).await;
+    assert_eq!(reply.status, "SERVFAIL", "{}", reply.text);
+    assert_eq!(reply.ede, Some(6), "{}", reply.text);
+    drop(r);
+
+    // The same zone with the limits lifted: every key is tried for every
+    // signature (50 × 50 RSA-4096 checks), which is what the limits stop.
+    let r = spawn_resolver(
+        &h,
+        "max_keys_per_tag = 1000\nmax_signatures_per_rrset = 1000\nmax_validation_work = 1000000",
+    );
+    let (unlimited, reply) = keytrap_cost(&r).await;
+    assert_eq!(reply.status, "SERVFAIL", "{}", reply.text);
+    drop(r);
+    eprintln!("KeyTrap query CPU: {limited:?} with the limits, {unlimited:?} without");
+    assert!(
+        limited < Duration::from_millis(50),
+        "one KeyTrap query cost {limited:?} of CPU"
+    );
+    assert!(
+        unlimited > limited * 4,
+        "without limits the zone should cost far more ({unlimited:?} vs {limited:?})"
+    );
 }

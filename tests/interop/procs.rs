@@ -151,6 +151,11 @@ impl Procs {
         );
     }
 
+    /// PID of the `i`th process started.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.0[i].child.id()
+    }
+
     pub fn log_tail(&self, i: usize) -> String {
         tail(&self.0[i].log)
     }
