@@ -86,7 +86,7 @@ const CHILDREN: &[(&str, &[&str], Case, &str)] = &[
 fn key_tag(rdata: &[u8]) -> u16 {
     let mut ac: u32 = 0;
     for (i, b) in rdata.iter().enumerate() {
-        ac += if i % 2 == 0 {
+        ac += if i.is_multiple_of(2) {
             (*b as u32) << 8
         } else {
             *b as u32
@@ -113,7 +113,7 @@ fn colliding_keys(owner: &str, n: usize, tag: u16) -> String {
         rdata.extend(&key);
         // The checksum is a sum, so only the last two bytes need trying.
         let (hi_at, lo_at) = (rdata.len() - 2, rdata.len() - 1);
-        let shift = |i: usize| if i % 2 == 0 { 8 } else { 0 };
+        let shift = |i: usize| if i.is_multiple_of(2) { 8 } else { 0 };
         let base: u32 = rdata
             .iter()
             .enumerate()
