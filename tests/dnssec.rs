@@ -26,7 +26,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// Where NSD serves the hierarchy (port: free, or 53 for Unbound).
 const NET: &str = "127.220.0.1";
+/// The same hierarchy for the Unbound comparison, on port 53.
+const NET_UNBOUND: &str = "127.221.0.1";
 
 /// What is done to a child zone to make its case.
 #[derive(Clone, Copy, PartialEq)]
@@ -219,6 +222,11 @@ struct Hierarchy {
 }
 
 fn start_hierarchy() -> Hierarchy {
+    start_hierarchy_at(NET, None)
+}
+
+/// The hierarchy on `net`, port `port` (a free one when None).
+fn start_hierarchy_at(net: &str, port: Option<u16>) -> Hierarchy {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let mut zones: Vec<(String, String)> = Vec::new();
@@ -298,7 +306,7 @@ fn start_hierarchy() -> Hierarchy {
         d.join("test.zone"),
         format!(
             "$ORIGIN test.\n$TTL 300\n@ SOA ns.test. h.test. 1 3600 600 86400 300\n\
-             @ NS ns.test.\nns A {NET}\n{parent_extra}"
+             @ NS ns.test.\nns A {net}\n{parent_extra}"
         ),
     )
     .expect("write test.");
@@ -311,7 +319,7 @@ fn start_hierarchy() -> Hierarchy {
         d.join("root.zone"),
         format!(
             "$ORIGIN .\n$TTL 300\n. SOA ns.test. h.test. 1 3600 600 86400 300\n\
-             . NS ns.test.\ntest. NS ns.test.\nns.test. A {NET}\n{ds}\n"
+             . NS ns.test.\ntest. NS ns.test.\nns.test. A {net}\n{ds}\n"
         ),
     )
     .expect("write root");
@@ -320,9 +328,9 @@ fn start_hierarchy() -> Hierarchy {
     let anchor = d.join("root.anchor");
     fs::write(&anchor, format!("{root_ds}\n")).expect("anchor");
 
-    let port = free_port(&[NET.to_string()]);
+    let port = port.unwrap_or_else(|| free_port(&[net.to_string()]));
     let mut conf = format!(
-        "server:\n  ip-address: {NET}@{port}\n  zonesdir: \"{}\"\n  pidfile: \"\"\n  \
+        "server:\n  ip-address: {net}@{port}\n  zonesdir: \"{}\"\n  pidfile: \"\"\n  \
          database: \"\"\n  username: \"\"\n  xfrdfile: \"{}/xfrd.state\"\n  \
          zonelistfile: \"{}/zone.list\"\n  server-count: 1\n  verbosity: 1\n\
          remote-control:\n  control-enable: no\n",
@@ -344,7 +352,7 @@ fn start_hierarchy() -> Hierarchy {
     let hints = d.join("root.hints");
     fs::write(
         &hints,
-        format!(". 3600000 NS ns.test.\nns.test. 3600000 A {NET}\n"),
+        format!(". 3600000 NS ns.test.\nns.test. 3600000 A {net}\n"),
     )
     .expect("hints");
     Hierarchy {
@@ -695,5 +703,83 @@ async fn keytrap_zone_costs_one_query_little_cpu() {
     assert!(
         unlimited > limited * 4,
         "without limits the zone should cost far more ({unlimited:?} vs {limited:?})"
+    );
+}
+
+/// Unbound 1.17 as a validator on the same hierarchy, from the same anchor.
+fn spawn_unbound(h: &Hierarchy) -> Separate {
+    let unbound = tool("unbound", "unbound");
+    assert_eq!(h.port, 53, "unbound only queries port 53 upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port(&["127.0.0.1".to_string()]);
+    let d = dir.path().display().to_string();
+    let conf = dir.path().join("unbound.conf");
+    fs::write(
+        &conf,
+        format!(
+            "server:\n    interface: 127.0.0.1@{port}\n    port: {port}\n    username: \"\"\n    \
+             chroot: \"\"\n    directory: \"{d}\"\n    pidfile: \"{d}/unbound.pid\"\n    \
+             use-syslog: no\n    logfile: \"\"\n    verbosity: 1\n    num-threads: 1\n    \
+             module-config: \"validator iterator\"\n    root-hints: \"{}\"\n    \
+             trust-anchor-file: \"{}\"\n    ede: yes\n    \
+             do-not-query-localhost: no\n    do-ip6: no\n    \
+             access-control: 127.0.0.0/8 allow\n    local-zone: \"test.\" nodefault\n\
+             remote-control:\n    control-enable: no\n",
+            h.hints, h.anchor
+        ),
+    )
+    .expect("write unbound.conf");
+    let mut procs = Procs::default();
+    let mut c = Command::new(unbound);
+    c.arg("-d").arg("-c").arg(&conf);
+    let i = procs.spawn("unbound", c, &dir.path().join("unbound.log"));
+    procs.wait_for_log(i, "start of service");
+    Separate {
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+        procs,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_states_match_unbound_with_the_same_anchor() {
+    let h = start_hierarchy_at(NET_UNBOUND, Some(53));
+    let ours = spawn_resolver(&h, "");
+    let unbound = spawn_unbound(&h);
+    let mut questions: Vec<(String, &str)> = Vec::new();
+    for (label, ..) in CHILDREN {
+        for (name, t) in [
+            ("www", "A"),
+            ("www", "MX"),
+            ("nope", "A"),
+            ("alias", "A"),
+            ("x.wild", "A"),
+        ] {
+            questions.push((format!("{name}.{label}.test."), t));
+        }
+    }
+    questions.push(("www.sub.optout.test.".into(), "A"));
+    questions.push(("test.".into(), "SOA"));
+    questions.push(("nope.test.".into(), "A"));
+    let mut differ = Vec::new();
+    for (name, t) in &questions {
+        let a = dig_at(ours.addr, name, t, &["+dnssec"]).await;
+        let b = dig_at(unbound.addr, name, t, &["+dnssec"]).await;
+        if (a.status.as_str(), ad(&a)) != (b.status.as_str(), ad(&b)) {
+            differ.push(format!(
+                "{name} {t}: resolvd {} ad={} / unbound {} ad={}",
+                a.status,
+                ad(&a),
+                b.status,
+                ad(&b)
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "RCODE/AD differ from Unbound's on {} of {} questions:\n{}",
+        differ.len(),
+        questions.len(),
+        differ.join("\n")
     );
 }

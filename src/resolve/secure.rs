@@ -432,11 +432,7 @@ impl Iterator {
         if n3.iterations() > dnssec.limits.max_nsec3_iterations {
             return Ok(Proof::TooManyIterations);
         }
-        Ok(if n3.no_closer_match(owner, ce, work)? {
-            Proof::Proven
-        } else {
-            Proof::No
-        })
+        n3.no_closer_match(owner, ce, work)
     }
 
     /// For an RRset that came without RRSIGs: the zone it belongs to and

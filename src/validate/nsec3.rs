@@ -189,14 +189,20 @@ impl<'a> Nsec3s<'a> {
     }
 
     /// A wildcard answer (RFC 5155 §8.8): the next closer name of `qname`
-    /// below the closest encloser `ce` is covered.
-    pub fn no_closer_match(&self, qname: &Name, ce: &Name, work: &Work) -> Result<bool, Failure> {
+    /// below the closest encloser `ce` is covered. Covered by an opt-out
+    /// span, the name could be an unsigned delegation, so the answer is
+    /// only insecure (as Unbound treats it).
+    pub fn no_closer_match(&self, qname: &Name, ce: &Name, work: &Work) -> Result<Proof, Failure> {
         if !ce.zone_of(qname) || ce == qname {
-            return Ok(false);
+            return Ok(Proof::No);
         }
         let next_closer = qname.trim_to(ce.num_labels() as usize + 1);
         let h = self.hash(&next_closer, work)?;
-        Ok(self.covering(&h).is_some())
+        Ok(match self.covering(&h) {
+            Some(n) if n.opt_out() => Proof::OptOut,
+            Some(_) => Proof::Proven,
+            None => Proof::No,
+        })
     }
 }
 
