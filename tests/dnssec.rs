@@ -575,6 +575,29 @@ async fn signed_hierarchy_validates_like_a_validating_resolver() {
     assert_eq!(r.status, "SERVFAIL", "{}", r.text);
     assert_eq!(r.ede, Some(9), "{}", r.text);
 
+    // Every bogus case: SERVFAIL with its EDE for DO=0 clients too, and
+    // the data (without AD) for CD=1 clients (RFC 4035 §3.2.2).
+    for (name, code) in [
+        ("www.bogus.test.", 6),
+        ("www.expired.test.", 7),
+        ("www.notyet.test.", 8),
+        ("www.badds.test.", 9),
+        ("www.nosep.test.", 9),
+        ("www.nosig.test.", 10),
+        ("www.keytrap.test.", 6),
+    ] {
+        let r = dig(&d, name, "A", &[]).await;
+        assert_eq!(
+            (r.status.as_str(), r.ede),
+            ("SERVFAIL", Some(code)),
+            "{}",
+            r.text
+        );
+        let r = dig(&d, name, "A", &["+cd"]).await;
+        assert_eq!(r.status, "NOERROR", "CD=1 gets {name}: {}", r.text);
+        assert!(!ad(&r) && has_type(&r.answer, "A"), "{}", r.text);
+    }
+
     // NSEC3 with 500 iterations: signatures verify, but the denial is
     // insecure (RFC 9276 §3.2) with EDE 27.
     let r = dig(&d, "nope.iter.test.", "A", &["+dnssec"]).await;
