@@ -8,6 +8,7 @@
 //! with the parent's keys, and so on up to a trust anchor. A DS proven
 //! absent (NSEC/NSEC3, opt-out included) makes the zone insecure.
 
+use super::aggressive::NsecCache;
 use super::iterate::{Budget, Iterator};
 use super::BoxFuture;
 use crate::config::DnssecConfig;
@@ -47,6 +48,8 @@ pub struct Dnssec {
     /// Zone apex (lower case) → its key state, kept for the TTL of what
     /// established it.
     keys: Cache<Name, (KeyState, Duration)>,
+    /// Validated NSEC ranges (RFC 8198); None when `aggressive_nsec` is off.
+    pub(super) nsecs: Option<NsecCache>,
 }
 
 struct KeyExpiry;
@@ -82,6 +85,7 @@ impl Dnssec {
                 .max_capacity(100_000)
                 .expire_after(KeyExpiry)
                 .build(),
+            nsecs: cfg.aggressive_nsec.then(NsecCache::default),
         }))
     }
 
@@ -93,6 +97,23 @@ impl Dnssec {
     /// Forgets every zone's keys (control `flush`).
     pub fn clear(&self) {
         self.keys.invalidate_all();
+        if let Some(n) = &self.nsecs {
+            n.clear();
+        }
+    }
+
+    /// RFC 8198: a negative answer synthesised from validated NSEC ranges.
+    pub(super) fn synthesise(&self, qname: &Name, qtype: RecordType) -> Option<Sections> {
+        if self.anchors.is_negative(qname) {
+            return None;
+        }
+        let (rcode, authority) = self.nsecs.as_ref()?.answer(qname, qtype)?;
+        Some(Sections {
+            rcode,
+            authority,
+            security: Security::Secure,
+            ..Sections::default()
+        })
     }
 }
 
@@ -330,6 +351,11 @@ impl Iterator {
             let p = self.no_closer_match(dnssec, &zone, &s.authority, owner, ce, work)?;
             if p != Proof::Proven {
                 proof = p;
+            }
+        }
+        if proof == Proof::Proven && negative && state == Security::Secure {
+            if let Some(n) = &dnssec.nsecs {
+                n.remember(&zone, &s.authority);
             }
         }
         match proof {
