@@ -45,6 +45,8 @@
 # (56379); L2_ONLY=1 runs only the shared-cache part; RESOLVD_BIN uses that
 # binary instead of building one (a debug build checks that the script
 # works; its numbers mean nothing).
+# SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
+# both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -148,6 +150,26 @@ EOF
 awk -v n="$HOT" 'BEGIN { for (i = 0; i < n; i++) printf "h%d.bench.test A\n", i }' >hot.txt
 awk -v a="$HOT" -v n="$COLD" 'BEGIN { for (i = a; i < a + n; i++) printf "h%d.bench.test A\n", i }' >cold.txt
 awk -v a="$((HOT + COLD))" -v n="$NAMES" 'BEGIN { for (i = a; i < n; i++) printf "h%d.bench.test A\n", i }' >rest.txt
+
+# SIGNED=1: sign bottom-up, each parent carrying its child's DS; the root
+# KSK's DS is both resolvers' only trust anchor.
+SIGNED=${SIGNED:-0}
+ZFILE_ROOT=root.zone ZFILE_TEST=test.zone ZFILE_BENCH=bench.zone
+if [ "$SIGNED" = 1 ]; then
+  command -v ldns-signzone >/dev/null 2>&1 || die "SIGNED=1 needs ldns-signzone (ldnsutils)"
+  sign_zone() { # ORIGIN FILE -> FILE.signed, prints the KSK's DS
+    local ksk zsk
+    ksk=$(ldns-keygen -a ECDSAP256SHA256 -k "$1")
+    zsk=$(ldns-keygen -a ECDSAP256SHA256 "$1")
+    ldns-signzone -o "$1" "$2" "$zsk" "$ksk" >&2
+    cat "$ksk.ds"
+  }
+  log "signing bench.test. ($NAMES names), test. and ."
+  sign_zone bench.test. bench.zone >>test.zone
+  sign_zone test. test.zone >>root.zone
+  sign_zone . root.zone >root.anchor
+  ZFILE_ROOT=root.zone.signed ZFILE_TEST=test.zone.signed ZFILE_BENCH=bench.zone.signed
+fi
 
 # ---------------------------------------------------------------- helpers
 # wait_dns ADDR PORT [CLASS TYPE NAME]: until the server answers anything.
@@ -332,9 +354,9 @@ stop() { # PID
 
 # ---------------------------------------------------------------- NSD
 log "starting NSD on $NET.1-3 port 53"
-start_nsd 1 . root.zone
-start_nsd 2 test. test.zone
-start_nsd 3 bench.test. bench.zone
+start_nsd 1 . "$ZFILE_ROOT"
+start_nsd 2 test. "$ZFILE_TEST"
+start_nsd 3 bench.test. "$ZFILE_BENCH"
 wait_dns "$NET.1" 53 ". SOA"
 wait_dns "$NET.2" 53 "test. SOA"
 wait_dns "$NET.3" 53 "bench.test. SOA"
@@ -364,6 +386,8 @@ max_size = "1GiB"
 [cache.redis]
 url = "redis://127.0.0.1:$REDIS_PORT/0"
 key_prefix = "bench:"
+[dnssec]
+$(if [ "$SIGNED" = 1 ]; then echo "trust_anchor_files = [\"$WORK/root.anchor\"]"; else echo "validation = false"; fi)
 [log]
 level = "warn"
 [control]
@@ -441,6 +465,10 @@ root_hints = "$WORK/root.hints"
 query_loopback = true
 upstream_port = 53
 special_use_exclude = ["test."]
+[dnssec]
+# Without SIGNED=1 the bench hierarchy is unsigned and Unbound runs
+# without its validator; with it both validate from the same anchor.
+$(if [ "$SIGNED" = 1 ]; then echo "trust_anchor_files = [\"$WORK/root.anchor\"]"; else echo "validation = false"; fi)
 [cache]
 max_size = "1GiB"
 [log]
@@ -471,7 +499,7 @@ server:
   tls-service-pem: "$WORK/cert.pem"
   do-ip6: no
   num-threads: 1
-  module-config: "iterator"
+$(if [ "$SIGNED" = 1 ]; then printf '  module-config: "validator iterator"\n  trust-anchor-file: "%s/root.anchor"\n' "$WORK"; else echo '  module-config: "iterator"'; fi)
   username: ""
   chroot: ""
   directory: "$WORK"
@@ -526,7 +554,7 @@ row() { # LABEL KEY
 }
 echo
 echo "resolvd vs Unbound $("$UNBOUND" -V | awk 'NR == 1 { print $2 }'): 1 worker thread each on CPU 0, dnsperf on CPU 1"
-echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), ${DUR}s timed runs, $NAMES names ($HOT hot, $COLD cold)"
+echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), ${DUR}s timed runs, $NAMES names ($HOT hot, $COLD cold)$([ "$SIGNED" = 1 ] && echo ', signed zones, both validating')"
 echo
 printf '%-34s %12s %12s %10s\n' metric resolvd unbound ratio
 printf '%-34s %12s %12s %10s\n' ------ ------- ------- -----

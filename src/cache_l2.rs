@@ -7,16 +7,19 @@
 //! - Write: a resolution goes into L1 at once and into a bounded queue
 //!   that one task drains into Redis in pipelined SETs; when the queue is
 //!   full the write is dropped, never waited for.
-//! - Entry: the answer in wire form (the message as L1 holds it) after a
-//!   header with a format version, a byte reserved for the DNSSEC security
-//!   state, the RCODE, the absolute expiry and the time the TTLs were
-//!   current. Redis expires the key after the remaining TTL (plus the
-//!   serve-stale window when serve-stale is on), so dead entries go by
+//! - Entry: the answer in wire form (the message as L1 holds it, and its
+//!   DNSSEC variant for DO=1 clients) after a header with a format
+//!   version, the DNSSEC security state (RFC 4035 §4.3; believed only
+//!   with `trust_shared_validation`), the RCODE, the absolute expiry and
+//!   the time the TTLs were current. Redis expires the key after the
+//!   remaining TTL (plus the serve-stale window when serve-stale is on),
+//!   so dead entries go by
 //!   themselves.
 //! - Shared: positive answers, NXDOMAIN and NODATA (RFC 2308). Never:
 //!   failures (SERVFAIL, RFC 9520 entries), local-zone and pool answers
 //!   (drawn per query; they never reach resolution), answers with an ECS
-//!   scope (RFC 7871) or an extended error, authoritative (local) data.
+//!   scope (RFC 7871) or an extended error, authoritative (local) data,
+//!   bogus answers.
 //! - Failure: every lookup has the timeout; consecutive failures open a
 //!   circuit breaker that skips Redis for `breaker_backoff` (logged once),
 //!   then one probe decides. Data that does not decode (another version,
@@ -24,6 +27,7 @@
 
 use crate::cache::Entry;
 use crate::config::{CacheConfig, Dur};
+use crate::validate::Security;
 use crate::wire::answer::WireAnswer;
 use hickory_proto::rr::Name;
 use redis::aio::MultiplexedConnection;
@@ -61,8 +65,8 @@ pub struct RedisConfig {
     /// How long an open breaker skips Redis before probing it again.
     pub breaker_backoff: Dur,
     /// Believe the DNSSEC state another instance stored with an answer
-    /// (the fleet is one trust domain). Stored now; honoured once
-    /// validation lands (the entry format reserves the byte).
+    /// (the fleet is one trust domain); false = validated entries are
+    /// misses, and this instance validates for itself.
     pub trust_shared_validation: bool,
 }
 
@@ -117,12 +121,12 @@ pub struct L2Error(String);
 
 /// Entry format written by this version (first byte of every value).
 pub const FORMAT_VERSION: u8 = 1;
-/// Bytes before the message: version, security state, flags, RCODE,
-/// expiry (u64 ms), TTLs-current time (u64 ms).
-const HEADER: usize = 20;
-/// Security state byte for "not validated" (the only one written until
-/// DNSSEC validation lands).
-pub const SECURITY_UNCHECKED: u8 = 0;
+/// Bytes before the messages: version, security state (the validator's
+/// [`Security`] as a number; Bogus never written), flags, RCODE, expiry
+/// (u64 ms), TTLs-current time (u64 ms), length of the plain message
+/// (u16). The plain message follows, then the DNSSEC variant (RRSIG and
+/// NSEC records kept, for DO=1 clients) or nothing.
+const HEADER: usize = 22;
 /// Longest a `flush` may scan and delete.
 const FLUSH_TIME: Duration = Duration::from_secs(30);
 /// Most SETs sent in one pipeline.
@@ -337,8 +341,8 @@ pub struct SharedCache {
     timeout: Duration,
     /// Extra Redis lifetime: the serve-stale window, when serve-stale is on.
     stale_window: u64,
-    /// Kept for when validation lands.
-    #[allow(dead_code)]
+    /// Believe the security state other instances stored; when false,
+    /// validated entries are misses and this instance validates itself.
     trust_shared_validation: bool,
 }
 
@@ -470,12 +474,12 @@ impl SharedCache {
             L2Stats::inc(&s.stats.misses);
             return None;
         };
-        match decode(&bytes, key, unix_millis()) {
+        match decode(&bytes, key, unix_millis(), self.trust_shared_validation) {
             Decoded::Live(e) => {
                 L2Stats::inc(&s.stats.hits);
                 Some(Arc::new(e))
             }
-            Decoded::Expired => {
+            Decoded::Expired | Decoded::Untrusted => {
                 L2Stats::inc(&s.stats.misses);
                 None
             }
@@ -645,6 +649,7 @@ fn shareable(e: &WireAnswer) -> bool {
         && !e.authoritative
         && e.ecs_scope.is_none()
         && e.ede.is_none()
+        && e.security != Security::Bogus
 }
 
 fn unix_millis() -> u64 {
@@ -664,14 +669,18 @@ fn encode(e: &WireAnswer, now: Instant, now_unix: u64) -> Option<(Vec<u8>, u64)>
     let current_at = now_unix.saturating_sub(e.age_millis(now));
     let expires_at = current_at + u64::from(e.ttl) * 1000;
     let msg = e.message();
-    let mut v = Vec::with_capacity(HEADER + msg.len());
+    let dnssec = e.dnssec_message().unwrap_or(&[]);
+    let msg_len = u16::try_from(msg.len()).ok()?;
+    let mut v = Vec::with_capacity(HEADER + msg.len() + dnssec.len());
     v.push(FORMAT_VERSION);
-    v.push(SECURITY_UNCHECKED);
+    v.push(e.security as u8);
     v.push(0); // flags, none yet
     v.push(e.rcode as u8);
     v.extend_from_slice(&expires_at.to_be_bytes());
     v.extend_from_slice(&current_at.to_be_bytes());
+    v.extend_from_slice(&msg_len.to_be_bytes());
     v.extend_from_slice(msg);
+    v.extend_from_slice(dnssec);
     Some((v, u64::from(remaining)))
 }
 
@@ -679,22 +688,34 @@ fn encode(e: &WireAnswer, now: Instant, now_unix: u64) -> Option<(Vec<u8>, u64)>
 enum Decoded {
     Live(WireAnswer),
     Expired,
+    /// Validated by another instance, and `trust_shared_validation` is off.
+    Untrusted,
     Bad,
 }
 
 /// Checks and rebuilds a value for cache key `key` at `now_unix` (ms).
-fn decode(v: &[u8], key: &[u8], now_unix: u64) -> Decoded {
-    let (Some(head), Some(msg)) = (v.get(..HEADER), v.get(HEADER..)) else {
+fn decode(v: &[u8], key: &[u8], now_unix: u64, trust_validation: bool) -> Decoded {
+    let (Some(head), Some(rest)) = (v.get(..HEADER), v.get(HEADER..)) else {
         return Decoded::Bad;
     };
     let rcode = u16::from(head[3]);
     let expires_at = u64::from_be_bytes(head[4..12].try_into().unwrap_or([0; 8]));
     let current_at = u64::from_be_bytes(head[12..20].try_into().unwrap_or([0; 8]));
-    // A version we do not write, a state we do not know, an RCODE that is
-    // never shared, times that make no sense, a header that disagrees.
+    let msg_len = usize::from(u16::from_be_bytes([head[20], head[21]]));
+    let (Some(msg), Some(dnssec)) = (rest.get(..msg_len), rest.get(msg_len..)) else {
+        return Decoded::Bad;
+    };
+    let security = match head[1] {
+        0 => Security::Unchecked,
+        1 => Security::Insecure,
+        2 => Security::Secure,
+        // Bogus is never shared; anything else is not ours.
+        _ => return Decoded::Bad,
+    };
+    // A version we do not write, an RCODE that is never shared, times
+    // that make no sense, a header that disagrees.
     let header_rcode = msg.get(3).map(|b| u16::from(b & 0x0f));
     if head[0] != FORMAT_VERSION
-        || head[1] != SECURITY_UNCHECKED
         || !(rcode == 0 || rcode == 3)
         || header_rcode != Some(rcode)
         || current_at > expires_at
@@ -711,8 +732,15 @@ fn decode(v: &[u8], key: &[u8], now_unix: u64) -> Decoded {
     let (Ok(age), Ok(remaining)) = (u32::try_from(age), u32::try_from(remaining)) else {
         return Decoded::Bad;
     };
-    match WireAnswer::from_shared(msg, age, remaining, rcode) {
-        Some(a) if a.answers_key(key) => Decoded::Live(a),
+    let dnssec = (!dnssec.is_empty()).then_some(dnssec);
+    match WireAnswer::from_shared(msg, dnssec, age, remaining, rcode, security) {
+        Some(a) if a.answers_key(key) => {
+            if security != Security::Unchecked && !trust_validation {
+                Decoded::Untrusted
+            } else {
+                Decoded::Live(a)
+            }
+        }
         _ => Decoded::Bad,
     }
 }
@@ -794,7 +822,7 @@ mod tests {
         assert_eq!(remaining, 300);
         assert_eq!(v[0], FORMAT_VERSION);
         // Read by another instance 10.5 s later.
-        let Decoded::Live(b) = decode(&v, &key, t0 + 10_500) else {
+        let Decoded::Live(b) = decode(&v, &key, t0 + 10_500, true) else {
             panic!("not live")
         };
         assert_eq!(b.ttl, 289, "remaining whole seconds, rounded down");
@@ -807,7 +835,7 @@ mod tests {
         let (key, a) = answer("www.example.test.", 300);
         let t0 = 1_700_000_000_000;
         let (v, _) = encode(&a, Instant::now(), t0).unwrap();
-        let bad = |v: &[u8], k: &[u8]| matches!(decode(v, k, t0 + 1000), Decoded::Bad);
+        let bad = |v: &[u8], k: &[u8]| matches!(decode(v, k, t0 + 1000, true), Decoded::Bad);
         let mut other_version = v.clone();
         other_version[0] = 2;
         assert!(bad(&other_version, &key));
@@ -819,7 +847,34 @@ mod tests {
         let mut servfail = v.clone();
         servfail[3] = 2;
         assert!(bad(&servfail, &key));
-        assert!(matches!(decode(&v, &key, t0 + 300_000), Decoded::Expired));
+        assert!(matches!(
+            decode(&v, &key, t0 + 300_000, true),
+            Decoded::Expired
+        ));
+    }
+
+    #[test]
+    fn validated_entries_are_believed_only_when_trusted() {
+        let (key, mut a) = answer("www.example.test.", 300);
+        a.security = Security::Secure;
+        let t0 = 1_700_000_000_000;
+        let (v, _) = encode(&a, Instant::now(), t0).unwrap();
+        let Decoded::Live(b) = decode(&v, &key, t0 + 1000, true) else {
+            panic!("a trusted secure entry is a hit")
+        };
+        assert_eq!(b.security, Security::Secure);
+        assert!(matches!(
+            decode(&v, &key, t0 + 1000, false),
+            Decoded::Untrusted
+        ));
+        let mut bogus = v.clone();
+        bogus[1] = Security::Bogus as u8;
+        assert!(matches!(
+            decode(&bogus, &key, t0 + 1000, true),
+            Decoded::Bad
+        ));
+        a.security = Security::Bogus;
+        assert!(!shareable(&a), "bogus answers stay home");
     }
 
     #[test]

@@ -10,11 +10,13 @@ use crate::handler::{Handler, HandlerConfig};
 use crate::listener::{tcp, udp, BindError};
 use crate::metrics::Metrics;
 use crate::resolve::iterate::Iterator as IterativeResolver;
+use crate::resolve::secure::Dnssec;
 use crate::resolve::Resolve;
 use crate::root_hints::{RootHints, RootHintsError};
 use crate::transport::proxy::ProxyPolicy;
 use crate::transport::tls::{Tls, TlsError};
 use crate::transport::{doh, tls, ListenerShared};
+use crate::validate::anchors::AnchorError;
 use crate::zones::{HealthGuard, LocalZones, ZonesError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,9 @@ pub enum StartError {
     /// A forward zone unusable (its CA file).
     #[error(transparent)]
     Forward(#[from] crate::resolve::forward::ForwardError),
+    /// A trust anchor file unusable.
+    #[error(transparent)]
+    Anchors(#[from] AnchorError),
 }
 
 /// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
@@ -74,9 +79,19 @@ impl Daemon {
             &cfg.base_dir,
             cfg.resolver.query_deadline.0,
         )?;
-        let resolver =
-            IterativeResolver::new(cfg.resolver.clone(), &cfg.cache, hints, metrics.clone())
-                .with_forward(forward);
+        let dnssec = Dnssec::from_config(&cfg.dnssec, &cfg.base_dir)?.map(Arc::new);
+        match &dnssec {
+            Some(d) => tracing::info!(anchors = ?d.anchored_zones(), "DNSSEC validation on"),
+            None => tracing::warn!("DNSSEC validation off ([dnssec] validation = false)"),
+        }
+        let resolver = IterativeResolver::new(
+            cfg.resolver.clone(),
+            &cfg.cache,
+            hints,
+            metrics.clone(),
+            dnssec,
+        )
+        .with_forward(forward);
         Daemon::start_with(cfg, Arc::new(resolver), metrics).await
     }
 
@@ -109,7 +124,8 @@ impl Daemon {
                     ratelimit: cfg.server.ratelimit.clone(),
                 },
                 zones.clone(),
-                AnswerCache::new(&cfg.cache),
+                AnswerCache::new(&cfg.cache)
+                    .with_bogus_ttl(cfg.dnssec.bogus_ttl.0.as_secs() as u32),
                 resolver,
                 metrics,
             )

@@ -59,6 +59,14 @@ pub struct Metrics {
     pub proxy_rejected: AtomicU64,
     /// DoH requests answered with an HTTP error status.
     pub doh_http_errors: AtomicU64,
+    /// Resolved answers validated secure (RFC 4035 §4.3).
+    pub dnssec_secure: AtomicU64,
+    /// Resolved answers found insecure (unsigned, or no usable algorithm).
+    pub dnssec_insecure: AtomicU64,
+    /// Resolved answers found bogus (answered SERVFAIL unless CD=1).
+    pub dnssec_bogus: AtomicU64,
+    /// Negative answers synthesised from validated NSEC ranges (RFC 8198).
+    pub dnssec_aggressive: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -143,6 +151,13 @@ impl Metrics {
             self.latency_quantile(0.9),
             self.latency_quantile(0.99),
         );
+        s.push_str(&format!(
+            "dnssec_secure {}\ndnssec_insecure {}\ndnssec_bogus {}\ndnssec_aggressive {}\n",
+            g(&self.dnssec_secure),
+            g(&self.dnssec_insecure),
+            g(&self.dnssec_bogus),
+            g(&self.dnssec_aggressive),
+        ));
         s.push_str(&format!(
             "queries_udp {}\nqueries_tcp {}\nqueries_dot {}\nqueries_doh {}\ntls_handshakes {}\ntls_resumed {}\ntls_failures {}\nproxy_rejected {}\ndoh_http_errors {}\n",
             g(&self.queries_udp),

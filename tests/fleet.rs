@@ -365,8 +365,13 @@ async fn bad_data_in_redis_is_ignored_and_counted() {
     // A wrong version, a truncated entry, and a well-formed answer to
     // another question stored under h152's key.
     let mut other = good_header(1);
-    other.extend_from_slice(&[0, 0, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    other.extend_from_slice(b"\x04h999\x05fleet\x04test\x00\x00\x01\x00\x01");
+    let msg = [
+        &[0, 0, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0][..],
+        b"\x04h999\x05fleet\x04test\x00\x00\x01\x00\x01",
+    ]
+    .concat();
+    other.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    other.extend_from_slice(&msg);
     let values: [(usize, Vec<u8>); 3] = [
         (150, [good_header(9), vec![0; 40]].concat()),
         (151, good_header(1)[..10].to_vec()),

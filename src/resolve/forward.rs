@@ -346,7 +346,8 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
     if !used.is_empty() {
         // A chain that stops short (NXDOMAIN or NODATA at its end) is
         // continued by the walk, which asks the forwarder for the target.
-        return Some(Outcome::Answer(used));
+        // No wildcard proof: a forwarder's answer is taken whole.
+        return Some(Outcome::Answer(used, Vec::new()));
     }
     if !msg.metadata.recursion_available && !msg.metadata.authoritative {
         // An empty non-authoritative reply from a server that does not

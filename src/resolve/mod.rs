@@ -14,9 +14,11 @@ use hickory_proto::rr::{Name, RecordType};
 use std::future::Future;
 use std::pin::Pin;
 
+mod aggressive;
 mod classify;
 pub mod forward;
 pub mod iterate;
+pub mod secure;
 pub mod servers;
 pub mod store;
 pub mod upstream;
