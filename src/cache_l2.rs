@@ -878,6 +878,49 @@ mod tests {
     }
 
     #[test]
+    fn the_dnssec_variant_travels_with_the_answer() {
+        use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC};
+        let n = Name::from_ascii("www.example.test.").unwrap();
+        let mut a = Record::from_rdata(n.clone(), 300, RData::A(A(Ipv4Addr::new(192, 0, 2, 1))));
+        a.dns_class = DNSClass::IN;
+        let next = Name::from_ascii("z.example.test.").unwrap();
+        let mut nsec = Record::from_rdata(
+            n.clone(),
+            300,
+            RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(next, [RecordType::A]))),
+        );
+        nsec.dns_class = DNSClass::IN;
+        let s = Sections {
+            answer: vec![a],
+            authority: vec![nsec],
+            security: Security::Secure,
+            ..Sections::default()
+        };
+        let w = WireAnswer::encode(&n, RecordType::A, s).unwrap();
+        let plain = w.message().len();
+        let full = w.dnssec_message().expect("a DO=1 variant").len();
+        assert!(full > plain);
+        let key = key_for(&n, RecordType::A);
+        let t0 = 1_700_000_000_000;
+        let (v, _) = encode(&w, Instant::now(), t0).unwrap();
+        let Decoded::Live(b) = decode(&v, &key, t0 + 2000, true) else {
+            panic!("not live")
+        };
+        assert_eq!(b.message().len(), plain);
+        assert_eq!(b.dnssec_message().map(<[u8]>::len), Some(full));
+        assert_eq!(b.security, Security::Secure);
+        // A DNSSEC variant for another question is refused.
+        let (_, other) = answer("www.example.other.", 300);
+        let mut forged = v[..HEADER].to_vec();
+        forged.extend_from_slice(w.message());
+        forged.extend_from_slice(other.message());
+        assert!(matches!(
+            decode(&forged, &key, t0 + 2000, true),
+            Decoded::Bad
+        ));
+    }
+
+    #[test]
     fn failures_and_local_answers_are_not_shared() {
         let (_, mut a) = answer("www.example.test.", 300);
         assert!(shareable(&a));
