@@ -390,3 +390,32 @@ async fn forward_zone_over_tls_rejects_a_certificate_for_another_name() {
     assert_eq!(m.tls_handshakes.load(Relaxed), 0);
     assert!(sim.server("127.217.0.3").queries().is_empty());
 }
+
+#[tokio::test]
+async fn a_stub_zones_apex_ds_is_asked_of_the_parent_not_the_stub() {
+    let sim = Sim::start(world(211)).await;
+    let mut cfg = config_for(&sim);
+    cfg.forward = vec![forward(
+        "corp.test.",
+        &[server(&sim, "127.211.0.4")],
+        false,
+        false,
+    )];
+    let (_d, addr) = start(&cfg).await;
+
+    let r = ask(addr, "corp.test.", RecordType::DS).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    let ds_at = |a: &str| {
+        sim.server(a)
+            .queries()
+            .iter()
+            .filter(|q| q.qtype == RecordType::DS)
+            .count()
+    };
+    assert_eq!(
+        ds_at("127.211.0.4"),
+        0,
+        "the stub's servers hold the child side"
+    );
+    assert_eq!(ds_at("127.211.0.2"), 1, "test.'s server holds the DS");
+}

@@ -285,7 +285,15 @@ impl Iterator {
         budget: &Budget,
         depth: u32,
     ) -> Result<Outcome, ResolveError> {
-        if let Some(fz) = self.forward.find(name) {
+        // A DS record belongs to the parent zone (RFC 4035 §3.1.4.1): the
+        // forward or stub zone that covers the parent answers it, so a
+        // stub zone's apex DS is not asked of the stub's own servers.
+        let steer = if qtype == RecordType::DS && !name.is_root() {
+            name.base_name()
+        } else {
+            name.clone()
+        };
+        if let Some(fz) = self.forward.find(&steer) {
             let tried = if fz.recursion {
                 self.ask_listed(fz, &fz.delegation(), name, qtype, budget)
                     .await
