@@ -854,3 +854,41 @@ async fn aggressive_nsec_answers_inside_validated_ranges_without_asking() {
     assert!(stat(&d, "upstream_queries") > before, "off: asked upstream");
     d.shutdown().await;
 }
+
+/// `[[forward]]` zones (issue 11) are validated like walked answers: the
+/// forwarded secure zone gets AD, the forwarded bogus zone SERVFAIL, and a
+/// negative trust anchor lets the bogus one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_answers_are_validated_unless_a_negative_trust_anchor_says_not() {
+    use resolvd::resolve::forward::ForwardConfig;
+    let h = start_hierarchy();
+    let forwards = |c: &mut Config| {
+        c.forward = ["secure.test.", "bogus.test."]
+            .iter()
+            .map(|z| ForwardConfig {
+                zone: z.to_string(),
+                servers: vec![format!("{NET}:{}", h.port)],
+                recursion: true,
+                fallback: false,
+                tls: None,
+            })
+            .collect();
+    };
+    let d = resolver(&h, forwards).await;
+    let r = dig(&d, "www.secure.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert!(ad(&r), "a forwarded secure answer is validated: {}", r.text);
+    let r = dig(&d, "www.bogus.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "SERVFAIL", "a forwarded bogus answer: {}", r.text);
+    d.shutdown().await;
+
+    let d = resolver(&h, |c| {
+        forwards(c);
+        c.dnssec.negative_trust_anchors = vec!["bogus.test.".into()];
+    })
+    .await;
+    let r = dig(&d, "www.bogus.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "NTA: {}", r.text);
+    assert!(!ad(&r), "{}", r.text);
+    d.shutdown().await;
+}

@@ -21,7 +21,7 @@
 //!
 //! [`ServerStats`]: super::servers::ServerStats
 
-use super::classify::{classify, follow_chain, Outcome};
+use super::classify::{classify, covered_type, follow_chain, is_denial, Outcome};
 use super::iterate::{Budget, Iterator, ResolveError};
 use super::store::Delegation;
 use crate::metrics::Metrics;
@@ -329,8 +329,10 @@ impl Iterator {
 }
 
 /// What a forwarder's reply says: the chain from `sname` in its answer
-/// section, or a negative answer with the SOA it gave. None when it is
-/// no resolver's answer (a failure RCODE, or a referral).
+/// section with the RRSIGs of its RRsets, or a negative answer with the
+/// SOA and the NSEC/NSEC3 proof (and their RRSIGs) it gave, so the
+/// validator sees what it sees from authoritative servers. None when it
+/// is no resolver's answer (a failure RCODE, or a referral).
 fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<Outcome> {
     let rc = msg.metadata.response_code;
     if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
@@ -342,30 +344,46 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
         .filter(|r| r.dns_class == DNSClass::IN)
         .cloned()
         .collect();
-    let (used, _, _) = follow_chain(&answers, sname, stype);
+    let denial: Vec<Record> = msg
+        .authorities
+        .iter()
+        .filter(|r| r.dns_class == DNSClass::IN && is_denial(covered_type(r)))
+        .cloned()
+        .collect();
+    let (mut used, _, _) = follow_chain(&answers, sname, stype);
     if !used.is_empty() {
-        // A chain that stops short (NXDOMAIN or NODATA at its end) is
-        // continued by the walk, which asks the forwarder for the target.
-        // No wildcard proof: a forwarder's answer is taken whole.
-        return Some(Outcome::Answer(used, Vec::new()));
+        // Each RRset's signatures travel with it (RFC 4035 §3.1.1).
+        let sigs: Vec<Record> = answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::RRSIG)
+            .filter(|s| {
+                used.iter()
+                    .any(|u| u.name == s.name && u.record_type() == covered_type(s))
+            })
+            .cloned()
+            .collect();
+        used.extend(sigs);
+        // A wildcard expansion is proven by NSEC/NSEC3 in the authority
+        // section (RFC 4035 §3.1.3.3). A chain that stops short (NXDOMAIN
+        // or NODATA at its end) is continued by the walk, which asks the
+        // forwarder for the target.
+        let proof = denial
+            .into_iter()
+            .filter(|r| covered_type(r) != RecordType::SOA)
+            .collect();
+        return Some(Outcome::Answer(used, proof));
     }
     if !msg.metadata.recursion_available && !msg.metadata.authoritative {
         // An empty non-authoritative reply from a server that does not
         // recurse is a referral: the server is not a forwarder.
         return None;
     }
-    let soa: Vec<Record> = msg
-        .authorities
-        .iter()
-        .filter(|r| r.dns_class == DNSClass::IN && r.record_type() == RecordType::SOA)
-        .cloned()
-        .collect();
     let rcode = if rc == ResponseCode::NXDomain {
         crate::wire::query::rcode::NXDOMAIN
     } else {
         0
     };
-    Some(Outcome::Negative { rcode, soa })
+    Some(Outcome::Negative { rcode, soa: denial })
 }
 
 #[cfg(test)]
