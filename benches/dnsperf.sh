@@ -93,8 +93,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ---------------------------------------------------------------- build
 log "cargo build --release"
-(cd "$ROOT" && cargo build --release)
+(cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder)
 RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
+CANNED="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/canned_responder"
 [ -x "$RESOLVD" ] || die "no binary at $RESOLVD"
 
 # ---------------------------------------------------------------- zones
@@ -345,6 +346,20 @@ wait_dns "$NET.2" 53 "test. SOA"
 wait_dns "$NET.3" 53 "bench.test. SOA"
 dig @"$NET.3" +norec +short "h$((NAMES - 1)).bench.test" A | grep -q . || die "bench.test zone not loaded (see $WORK/nsd3.log)"
 
+# ---------------------------------------------------------------- floor
+# The canned responder (benches/canned_responder.rs): what a UDP answer
+# costs with no DNS work at all, on the same CPU and the same dnsperf run.
+FLOOR_PORT=$((RESOLVD_PORT + 30))
+log "floor: canned responder on port $FLOOR_PORT, hot, ${DUR}s"
+taskset -c 0 "$CANNED" "127.0.0.1:$FLOOR_PORT" >canned.log 2>&1 &
+FPID=$!
+PIDS+=("$FPID")
+wait_dns 127.0.0.1 "$FLOOR_PORT"
+line=$(perf_run floor-hot "$FPID" -p "$FLOOR_PORT" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
+read -r sent answered lost qps lat ok cpu <<<"$line"
+R[floor.hot_qps]=$qps R[floor.hot_lost]=$lost R[floor.hot_cpu]=$(cpu_us "$cpu" "$answered")
+stop "$FPID"
+
 # ---------------------------------------------------------------- resolvd
 cat >resolvd.toml <<EOF
 [server]
@@ -465,6 +480,9 @@ if [ "${NO_TLS:-0}" != 1 ]; then
     done
   done
 fi
+echo
+echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
+echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
 echo
 echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
 echo "When 'CPU busy %' is well below 100, dnsperf on CPU 1 was the bottleneck: compare CPU us/query, not q/s."
