@@ -107,10 +107,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # ---------------------------------------------------------------- build
 if [ -n "${RESOLVD_BIN:-}" ]; then
   RESOLVD=$RESOLVD_BIN
+  CANNED=""
 else
   log "cargo build --release"
-  (cd "$ROOT" && cargo build --release)
+  (cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder)
   RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
+  CANNED="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/canned_responder"
 fi
 [ -x "$RESOLVD" ] || die "no binary at $RESOLVD"
 
@@ -414,9 +416,9 @@ bench_l2() {
     sleep 0.1
   done
 
-  l2_instance l2a $((RESOLVD_PORT + 30))
+  l2_instance l2a $((RESOLVD_PORT + 40))
   log "l2-cold: $COLD names through an empty L1 and an empty Redis"
-  line=$(perf_run l2-cold "$LPID" -p $((RESOLVD_PORT + 30)) -d cold.txt -n 1 -l 120 -c 10)
+  line=$(perf_run l2-cold "$LPID" -p $((RESOLVD_PORT + 40)) -d cold.txt -n 1 -l 120 -c 10)
   read -r sent answered lost qps lat ok cpu <<<"$line"
   L[cold_qps]=$qps L[cold_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }') L[cold_lost]=$lost
   # Wait (bounded) for A's background writes to reach Redis.
@@ -428,9 +430,9 @@ bench_l2() {
   L[written]=${written:-0}
   stop "$LPID"
 
-  l2_instance l2b $((RESOLVD_PORT + 31))
+  l2_instance l2b $((RESOLVD_PORT + 41))
   log "l2-warm: the same names through an empty L1, Redis filled"
-  line=$(perf_run l2-warm "$LPID" -p $((RESOLVD_PORT + 31)) -d cold.txt -n 1 -l 120 -c 10)
+  line=$(perf_run l2-warm "$LPID" -p $((RESOLVD_PORT + 41)) -d cold.txt -n 1 -l 120 -c 10)
   read -r sent answered lost qps lat ok cpu <<<"$line"
   L[warm_qps]=$qps L[warm_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }') L[warm_lost]=$lost
   L[warm_cpu]=$(cpu_us "$cpu" "$answered")
@@ -438,15 +440,33 @@ bench_l2() {
   L[warm_upstream]=$(stat_of "$WORK/l2b.sock" upstream_queries)
   stop "$LPID"
 
-  l2_instance l2c $((RESOLVD_PORT + 32))
+  l2_instance l2c $((RESOLVD_PORT + 42))
   log "l2-hit: one query at a time, every answer from Redis"
-  line=$(perf_run l2-hit "$LPID" -p $((RESOLVD_PORT + 32)) -d cold.txt -n 1 -l 120 -c 1 -q 1)
+  line=$(perf_run l2-hit "$LPID" -p $((RESOLVD_PORT + 42)) -d cold.txt -n 1 -l 120 -c 1 -q 1)
   read -r sent answered lost qps lat ok cpu <<<"$line"
   L[hit_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }')
   L[hit_hits]=$(stat_of "$WORK/l2c.sock" l2_hits)
   stop "$LPID"
   stop "$rpid"
 }
+
+# (Skipped with RESOLVD_BIN, which builds nothing.)
+if [ "${L2_ONLY:-0}" != 1 ] && [ -n "$CANNED" ]; then
+# ---------------------------------------------------------------- floor
+# The canned responder (benches/canned_responder.rs): what a UDP answer
+# costs with no DNS work at all, on the same CPU and the same dnsperf run.
+FLOOR_PORT=$((RESOLVD_PORT + 30))
+log "floor: canned responder on port $FLOOR_PORT, hot, ${DUR}s"
+taskset -c 0 "$CANNED" "127.0.0.1:$FLOOR_PORT" >canned.log 2>&1 &
+FPID=$!
+PIDS+=("$FPID")
+wait_dns 127.0.0.1 "$FLOOR_PORT"
+line=$(perf_run floor-hot "$FPID" -p "$FLOOR_PORT" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
+read -r sent answered lost qps lat ok cpu <<<"$line"
+R[floor.hot_qps]=$qps R[floor.hot_lost]=$lost R[floor.hot_cpu]=$(cpu_us "$cpu" "$answered")
+stop "$FPID"
+fi
+
 
 # ---------------------------------------------------------------- resolvd
 if [ "${L2_ONLY:-0}" != 1 ]; then
@@ -586,6 +606,11 @@ if [ "${NO_TLS:-0}" != 1 ]; then
       row "$M lost, $c conns" "$m${c}_lost"
     done
   done
+fi
+echo
+if [ -n "${R[floor.hot_qps]:-}" ]; then
+  echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
+  echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
 fi
 echo
 echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
