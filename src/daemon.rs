@@ -331,7 +331,7 @@ const PORT_ZERO_ATTEMPTS: usize = 16;
 /// for port 0), a UDP socket per worker (SO_REUSEPORT) and the TCP listener.
 type BoundGroup = (
     SocketAddr,
-    Vec<tokio::net::UdpSocket>,
+    Vec<std::net::UdpSocket>,
     tokio::net::TcpListener,
 );
 

@@ -137,6 +137,12 @@ impl Handler {
         }
     }
 
+    /// `max_pending`: how many client queries may await resolution; the
+    /// UDP listener bounds its queue of misses for the runtime by it too.
+    pub fn max_pending(&self) -> usize {
+        self.cfg.max_pending
+    }
+
     /// Puts a shared cache (L2) behind the answer cache.
     pub fn with_shared_cache(mut self, l2: Option<SharedCache>) -> Handler {
         self.l2 = l2;

@@ -418,3 +418,131 @@ async fn tcp_burst_of_pipelined_queries_in_one_segment_is_fully_answered() {
     ids.sort();
     assert_eq!(got, ids);
 }
+
+/// Binds a plain UDP socket (no SO_REUSEPORT) on `addr`: that succeeds only
+/// once every one of the daemon's sockets there is closed.
+fn udp_port_is_free(addr: SocketAddr) -> bool {
+    std::net::UdpSocket::bind(addr).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_under_udp_load_closes_every_socket_within_the_grace() {
+    let mut c = cfg();
+    c.server.listen = vec!["127.222.0.1:0".parse().unwrap()];
+    c.server.shutdown_grace = Dur::secs(1);
+    let grace = Duration::from_secs(1);
+    let (d, addr) = daemon(&c, Arc::new(Fixed { n: 1, delay_ms: 0 })).await;
+    query_udp(addr, "hot.test.", RecordType::A, T)
+        .await
+        .expect("warm-up answered");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_client = stop.clone();
+    // Hits, with a miss every tenth packet so resolutions are in flight
+    // too; bounded in packets and in time.
+    let client = tokio::spawn(async move {
+        let s = UdpSocket::bind("127.222.0.9:0").await.unwrap();
+        let hit = make_query("hot.test.", RecordType::A, false)
+            .to_vec()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let (mut sent, mut answered) = (0u32, 0u32);
+        let mut buf = vec![0u8; 2048];
+        while !stop_client.load(std::sync::atomic::Ordering::Relaxed)
+            && sent < 200_000
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            let pkt = if sent % 10 == 9 {
+                make_query(&format!("m{sent}.test."), RecordType::A, false)
+                    .to_vec()
+                    .unwrap()
+            } else {
+                hit.clone()
+            };
+            let _ = s.send_to(&pkt, addr).await;
+            sent += 1;
+            while s.try_recv_from(&mut buf).is_ok() {
+                answered += 1;
+            }
+            if sent % 32 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        (sent, answered)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!udp_port_is_free(addr), "the daemon holds the port");
+    let t0 = std::time::Instant::now();
+    d.shutdown().await;
+    while !udp_port_is_free(addr) && t0.elapsed() <= grace {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, answered) = client.await.unwrap();
+    assert!(
+        udp_port_is_free(addr),
+        "every UDP socket closed within the {grace:?} grace (waited {took:?}; client sent {sent})"
+    );
+    assert!(took <= grace, "took {took:?}");
+    assert!(
+        answered > 100,
+        "the load was being served ({answered} of {sent})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resolved_udp_reply_leaves_from_the_address_and_port_asked() {
+    let mut c = cfg();
+    c.server.listen = vec![
+        "127.222.0.1:0".parse().unwrap(),
+        "127.222.0.2:0".parse().unwrap(),
+    ];
+    // A slow resolver: every answer comes from a task on the runtime.
+    let (d, _) = daemon(&c, Arc::new(Fixed { n: 1, delay_ms: 20 })).await;
+    let addrs: Vec<SocketAddr> = d.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2);
+    assert_ne!(addrs[0].port(), addrs[1].port());
+    let mut asked = 0;
+    for (i, &a) in addrs.iter().enumerate() {
+        // Several client ports, so both SO_REUSEPORT sockets of the address
+        // are likely to get some.
+        for j in 0..6 {
+            let q = make_query(&format!("miss{i}-{j}.test."), RecordType::A, false);
+            let (from, reply) =
+                exchange_udp_raw_from("127.222.0.9".parse().unwrap(), a, &q.to_vec().unwrap(), T)
+                    .await
+                    .expect("miss answered");
+            assert_eq!(from, a, "reply to a query sent to {a} came from {from}");
+            let m = Message::from_vec(&reply).unwrap();
+            assert_eq!(m.metadata.id, q.metadata.id);
+            assert_eq!(m.answers.len(), 1);
+            asked += 1;
+        }
+    }
+    let stats = d.handler().stats();
+    assert!(
+        stats.contains(&format!("\nmisses {asked}\n")),
+        "all were misses: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_udp_sockets_close_soon_after_shutdown() {
+    // No packet comes to wake the listener threads: they must notice the
+    // shutdown on their own (the receive timeout).
+    let mut c = cfg();
+    c.server.listen = vec!["127.222.0.5:0".parse().unwrap()];
+    c.server.shutdown_grace = Dur::secs(1);
+    let (d, addr) = daemon(&c, Arc::new(Fixed { n: 1, delay_ms: 0 })).await;
+    query_udp(addr, "once.test.", RecordType::A, T)
+        .await
+        .expect("answered");
+    let t0 = std::time::Instant::now();
+    d.shutdown().await;
+    assert!(
+        udp_port_is_free(addr),
+        "sockets closed when shutdown returns ({:?})",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}

@@ -1,21 +1,51 @@
-//! UDP listener: a receive loop per socket; several sockets per address
-//! with SO_REUSEPORT so the kernel spreads clients over workers.
+//! UDP listener (RFC 1035 §4.2.1): one SO_REUSEPORT socket per worker, each
+//! served by an OS thread of its own that sits in a blocking `recvmmsg`.
 //!
-//! Cache hits are answered inline in the loop; misses get a task of their
-//! own so one slow resolution never holds up the socket.
+//! Why a thread and not a tokio task: a cache hit costs little more than the
+//! kernel's loopback path, and a readiness loop added an `epoll_wait` and an
+//! `EAGAIN`-returning `recvmmsg` for nearly every batch — half of all system
+//! calls on a hot-cache load (issue 14). A blocking `recvmmsg` with
+//! `MSG_WAITFORONE` sleeps in the kernel until a datagram comes, then takes
+//! whatever else is queued, up to [`BATCH`]; the replies leave in one
+//! `sendmmsg`. That is the floor's pattern (benches/canned_responder.rs).
+//!
+//! Cache hits and local zones are answered in place on the thread; misses
+//! ([`Step::Resolve`]) become tasks on the tokio runtime, which send their
+//! reply on the same socket (non-blocking), so it leaves from the address
+//! and port the query came to. The thread never waits for the runtime:
+//! handing over a miss is a task spawn, bounded by `max_pending` queued
+//! misses per socket (beyond that they are dropped and counted as `dropped`,
+//! as the handler does for resolutions).
+//!
+//! Stopping: the socket has a receive timeout of [`WAKE`], so an idle
+//! thread looks at its stop flag at least that often; a busy one looks
+//! after every batch. The flag is raised when the listener's cancellation
+//! token fires (shutdown, or a reload that drops the address) or when the
+//! runtime drops the serving task; the socket closes once the thread and
+//! the misses still in flight have let go of it.
 
 use super::BindError;
 use crate::handler::{Handler, Step, Transport};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::net::SocketAddr;
+use crate::metrics::Metrics;
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Binds one UDP socket with SO_REUSEPORT (so siblings can share the port).
+/// How long a blocking receive (or a send into a full buffer) waits before
+/// the thread looks at its stop flag again: how late, at most, an idle
+/// socket notices a shutdown or a reload. Ten wake-ups a second per idle
+/// socket cost nothing measurable.
+pub const WAKE: Duration = Duration::from_millis(100);
+
+/// Binds one UDP socket with SO_REUSEPORT (so siblings can share the port),
+/// blocking with [`WAKE`] as its timeouts, for [`serve`]'s thread.
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     let err = |source| BindError {
         proto: "udp",
@@ -28,12 +58,14 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, BindError> {
         sock.set_only_v6(true).map_err(err)?;
     }
     sock.set_reuse_port(true).map_err(err)?;
-    sock.set_nonblocking(true).map_err(err)?;
+    sock.set_nonblocking(false).map_err(err)?;
+    sock.set_read_timeout(Some(WAKE)).map_err(err)?;
+    sock.set_write_timeout(Some(WAKE)).map_err(err)?;
     // Bursts of queries must not be dropped by a small default buffer.
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
     sock.bind(&addr.into()).map_err(err)?;
-    UdpSocket::from_std(sock.into()).map_err(err)
+    Ok(sock.into())
 }
 
 /// Datagrams read or written per system call.
@@ -41,29 +73,115 @@ const BATCH: usize = 32;
 /// Receive buffer per datagram. A query longer than this is not a query
 /// worth answering (the kernel flags it MSG_TRUNC and it is dropped).
 const MAX_QUERY: usize = 4096;
+/// Pause after an unexpected receive error, so a socket in a bad state
+/// cannot spin the thread.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// Tries, a millisecond apart, at sending a resolved reply into a full
+/// socket buffer before it is dropped (the client will ask again).
+const SEND_TRIES: usize = 50;
 
-/// Serves one socket until `shutdown` fires.
+/// Serves one socket on a thread of its own until `shutdown` fires (or
+/// this future is dropped); returns once the thread has stopped.
 ///
-/// Reads up to [`BATCH`] queries per `recvmmsg` and sends the fast-path
-/// replies with one `sendmmsg`: on a cache-hit workload the system calls,
-/// not the lookup, are the cost (RFC-agnostic; Unbound and Knot do the same).
+/// Misses run as tasks in `tasks` on the runtime this is polled on, so
+/// [`TaskTracker::wait`] covers them as before.
 pub async fn serve(
     sock: Arc<UdpSocket>,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let mut batch = mmsg::Batch::new(BATCH, MAX_QUERY);
-    let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
-    let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
-    let mut sender = mmsg::SendBatch::new(BATCH);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = sock.readable() => if r.is_err() { continue },
+    let stop = Arc::new(AtomicBool::new(false));
+    // Raised on every way out of here, so the thread never outlives us by
+    // more than WAKE: also when the runtime drops this future unpolled.
+    let raise = Raise(stop.clone());
+    let local = sock.local_addr().ok();
+    let limit = handler.max_pending();
+    let hot = Hot {
+        sock,
+        handler,
+        stop,
+        tasks,
+        rt: Handle::current(),
+        queued: Arc::new(AtomicUsize::new(0)),
+        limit,
+    };
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name("resolvd-udp".into())
+        .spawn(move || {
+            hot.run();
+            drop(done_tx);
+        });
+    if let Err(e) = started {
+        // The socket was dropped with the closure: the kernel spreads its
+        // share of clients over the sibling sockets.
+        tracing::error!("udp {local:?}: cannot start a thread ({e}); socket closed");
+        return;
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = &mut done_rx => {
+            tracing::error!("udp {local:?}: listener thread ended (panic); socket closed");
+            return;
         }
-        // Drain what is queued, a batch at a time, before waiting again.
-        while let Ok(n) = sock.try_io(Interest::READABLE, || batch.recv(sock.as_raw_fd())) {
+    }
+    drop(raise);
+    let _ = done_rx.await;
+}
+
+/// Sets the stop flag when dropped.
+struct Raise(Arc<AtomicBool>);
+
+impl Drop for Raise {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// What the listener thread owns.
+struct Hot {
+    sock: Arc<UdpSocket>,
+    handler: Arc<Handler>,
+    stop: Arc<AtomicBool>,
+    tasks: TaskTracker,
+    rt: Handle,
+    /// Misses handed to the runtime whose task has not started yet.
+    queued: Arc<AtomicUsize>,
+    /// `max_pending`: the most of those allowed.
+    limit: usize,
+}
+
+impl Hot {
+    /// The receive loop. Allocates its buffers once; a cache hit costs a
+    /// share of one `recvmmsg` and one `sendmmsg`, and nothing else outside
+    /// the handler.
+    fn run(self) {
+        // The fast path may start a prefetch (`tokio::spawn`).
+        let _rt = self.rt.enter();
+        let fd = self.sock.as_raw_fd();
+        let mut batch = mmsg::Batch::new(BATCH, MAX_QUERY);
+        let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
+        let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
+        let mut sender = mmsg::SendBatch::new(BATCH);
+        loop {
+            let got = batch.recv_wait(fd);
+            // Checked before answering: once stopped, nothing more is
+            // answered, even what was already queued.
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let n = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    // WouldBlock is the WAKE timeout.
+                    if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
+                        tracing::debug!("udp receive: {e}");
+                        std::thread::sleep(ERROR_PAUSE);
+                    }
+                    continue;
+                }
+            };
             dests.clear();
             for i in 0..n {
                 let Some((pkt, peer)) = batch.get(i) else {
@@ -72,52 +190,78 @@ pub async fn serve(
                 let Some(out) = replies.get_mut(dests.len()) else {
                     break;
                 };
-                match handler.answer_now(pkt, peer, Transport::Udp, out) {
+                match self.handler.answer_now(pkt, peer, Transport::Udp, out) {
                     Step::Reply => dests.push(peer),
                     Step::Drop => {}
-                    Step::Resolve => {
-                        let pkt = pkt.to_vec();
-                        let sock = sock.clone();
-                        let handler = handler.clone();
-                        tasks.spawn(async move {
-                            let mut out = Vec::with_capacity(1024);
-                            handler
-                                .answer_resolved(&pkt, peer, Transport::Udp, &mut out)
-                                .await;
-                            if !out.is_empty() {
-                                send(&sock, &out, peer).await;
-                            }
-                        });
-                    }
+                    Step::Resolve => self.hand_over(pkt, peer),
                 }
             }
-            let ready = replies.get(..dests.len()).unwrap_or(&[]);
-            let sent = sock
-                .try_io(Interest::WRITABLE, || {
-                    sender.send(sock.as_raw_fd(), ready, &dests)
-                })
-                .unwrap_or(0);
-            // Whatever the kernel did not take at once (full buffer) goes
-            // out one by one, waiting for room.
-            for (out, peer) in ready.iter().zip(&dests).skip(sent) {
-                send(&sock, out, *peer).await;
-            }
-            if n < BATCH {
-                break;
-            }
+            send_all(
+                &mut sender,
+                fd,
+                replies.get(..dests.len()).unwrap_or(&[]),
+                &dests,
+            );
+        }
+    }
+
+    /// Gives a miss to the runtime. Never waits: when `limit` misses are
+    /// already queued (the runtime is not keeping up), the query is dropped.
+    fn hand_over(&self, pkt: &[u8], peer: SocketAddr) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&self.handler.metrics.dropped);
+            return;
+        }
+        let pkt = pkt.to_vec();
+        let sock = self.sock.clone();
+        let handler = self.handler.clone();
+        let queued = self.queued.clone();
+        self.tasks.spawn_on(
+            async move {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                let mut out = Vec::with_capacity(1024);
+                handler
+                    .answer_resolved(&pkt, peer, Transport::Udp, &mut out)
+                    .await;
+                if !out.is_empty() {
+                    send_reply(&sock, &out, peer).await;
+                }
+            },
+            &self.rt,
+        );
+    }
+}
+
+/// Sends every reply, a `sendmmsg` at a time. A datagram the kernel refuses
+/// (no route to the client; buffer still full after [`WAKE`]) is dropped
+/// and the rest still go.
+fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &[Vec<u8>], dests: &[SocketAddr]) {
+    let mut done = 0;
+    while let (Some(r), Some(d)) = (replies.get(done..), dests.get(done..)) {
+        if r.is_empty() || d.is_empty() {
+            return;
+        }
+        match sender.send(fd, r, d) {
+            Ok(k) if k > 0 => done += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            _ => done += 1,
         }
     }
 }
 
-async fn send(sock: &UdpSocket, out: &[u8], peer: SocketAddr) {
-    // Try the non-blocking send first: it succeeds unless the socket buffer
-    // is full, and saves a trip through the reactor.
-    match sock.try_send_to(out, peer) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let _ = sock.send_to(out, peer).await;
+/// Sends a resolved reply from a runtime task. The socket is blocking (it
+/// belongs to the listener thread), so the send is `MSG_DONTWAIT` and a
+/// full buffer is retried after a sleep rather than blocking a worker.
+async fn send_reply(sock: &UdpSocket, out: &[u8], peer: SocketAddr) {
+    let to = SockAddr::from(peer);
+    for _ in 0..SEND_TRIES {
+        match SockRef::from(sock).send_to_with_flags(out, &to, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            _ => return,
         }
-        Err(_) => {}
     }
 }
 
@@ -137,11 +281,6 @@ mod mmsg {
         iovs: Vec<libc::iovec>,
         hdrs: Vec<libc::mmsghdr>,
     }
-
-    // The raw pointers in `iovs`/`hdrs` point into `bufs`/`addrs`, which are
-    // owned alongside them and never reallocated; the batch is used by one
-    // task at a time.
-    unsafe impl Send for Batch {}
 
     impl Batch {
         pub(super) fn new(n: usize, size: usize) -> Batch {
@@ -170,8 +309,9 @@ mod mmsg {
             b
         }
 
-        /// Receives up to a batch without blocking; returns how many.
-        pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        /// Waits for a datagram (up to the socket's receive timeout), then
+        /// takes what else is queued, up to a batch; returns how many.
+        pub(super) fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
             for h in self.hdrs.iter_mut() {
                 h.msg_hdr.msg_namelen =
                     std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -184,7 +324,7 @@ mod mmsg {
                     fd,
                     self.hdrs.as_mut_ptr(),
                     self.hdrs.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT,
+                    libc::MSG_WAITFORONE,
                     std::ptr::null_mut(),
                 )
             };
@@ -216,9 +356,6 @@ mod mmsg {
         hdrs: Vec<libc::mmsghdr>,
     }
 
-    // Holds raw pointers only during `send`, into data borrowed for that call.
-    unsafe impl Send for SendBatch {}
-
     impl SendBatch {
         pub(super) fn new(n: usize) -> SendBatch {
             SendBatch {
@@ -228,8 +365,9 @@ mod mmsg {
             }
         }
 
-        /// Sends each reply to its peer with one `sendmmsg`; returns how
-        /// many the kernel took (the rest are the caller's to retry).
+        /// Sends each reply to its peer with one `sendmmsg`, waiting for
+        /// room up to the socket's send timeout; returns how many the
+        /// kernel took (the rest are the caller's to retry or drop).
         pub(super) fn send(
             &mut self,
             fd: RawFd,
@@ -263,14 +401,7 @@ mod mmsg {
             }
             // SAFETY: headers point at `iovs`, `addrs` and `replies`, all
             // alive until the call returns; the kernel only reads them.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdrs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let sent = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
             if sent < 0 {
                 return Err(io::Error::last_os_error());
             }
