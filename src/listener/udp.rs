@@ -234,8 +234,9 @@ impl Hot {
 }
 
 /// Sends every reply, a `sendmmsg` at a time. A datagram the kernel refuses
-/// (no route to the client; buffer still full after [`WAKE`]) is dropped
-/// and the rest still go.
+/// (no route to the client) is dropped and the rest still go; when the
+/// buffer is still full after [`WAKE`], the rest of the batch is dropped
+/// too, rather than waiting WAKE for each.
 fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &[Vec<u8>], dests: &[SocketAddr]) {
     let mut done = 0;
     while let (Some(r), Some(d)) = (replies.get(done..), dests.get(done..)) {
@@ -245,6 +246,7 @@ fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &[Vec<u8>], dests: &
         match sender.send(fd, r, d) {
             Ok(k) if k > 0 => done += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             _ => done += 1,
         }
     }
