@@ -45,6 +45,9 @@
 # (56379); L2_ONLY=1 runs only the shared-cache part; RESOLVD_BIN uses that
 # binary instead of building one (a debug build checks that the script
 # works; its numbers mean nothing).
+# SYSCALLS=1 also counts system calls per answered query for the floor,
+# resolvd and Unbound: `strace -c -f` attached over a rate-limited hot run
+# (SYS_QPS, default 50000, for SYS_DUR, default 5, seconds; needs strace).
 # SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
 # both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
@@ -249,6 +252,47 @@ perf_run() {
   ' "$tag.out"
 }
 
+# syscall_run TAG PID PORT: with SYSCALLS=1, `strace -c -f` over a
+# rate-limited hot run (strace slows the server, so the rate is fixed);
+# sets R[TAG.sys_q] (system calls per answered query) and R[TAG.sys_top]
+# (the five most frequent, per query, with their error counts).
+syscall_run() {
+  [ "${SYSCALLS:-0}" = 1 ] || return 0
+  local tag=$1 pid=$2 port=$3 spid line sent answered lost qps lat ok cpu
+  command -v strace >/dev/null || die "SYSCALLS=1 needs strace (apt-get install strace)"
+  log "$tag: system calls, ${SYS_QPS:-50000} q/s for ${SYS_DUR:-5}s under strace"
+  strace -c -f -qq -o "$tag-sys.strace" -p "$pid" 2>/dev/null &
+  spid=$!
+  sleep 1
+  line=$(perf_run "$tag-sys" "$pid" -p "$port" -d hot.txt -l "${SYS_DUR:-5}" -c 10 -Q "${SYS_QPS:-50000}")
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  kill -INT "$spid"
+  wait "$spid" || true
+  R[$tag.sys_q]=$(sys_summary total "$answered" "$tag-sys.strace")
+  R[$tag.sys_top]=$(sys_summary top "$answered" "$tag-sys.strace")
+}
+
+# sys_summary total|top ANSWERED FILE: from `strace -c` output.
+sys_summary() {
+  awk -v what="$1" -v n="$2" '
+    $1 ~ /^[0-9.]+$/ && NF >= 5 {
+      if ($NF == "total") { total = $4; next }
+      calls[$NF] = $4; errs[$NF] = (NF == 6 ? $5 : 0)
+    }
+    END {
+      if (n <= 0) { print "n/a"; exit }
+      if (what == "total") { printf "%.2f", total / n; exit }
+      for (k = 0; k < 5; k++) {
+        best = ""
+        for (s in calls) if (best == "" || calls[s] > calls[best]) best = s
+        if (best == "") break
+        printf "%s%s %.2f/q", (k ? ", " : ""), best, calls[best] / n
+        if (errs[best] > 0) printf " (%.2f/q errors)", errs[best] / n
+        delete calls[best]
+      }
+    }' "$3"
+}
+
 # cpu_us TICKS COMPLETED: server CPU microseconds per answered query.
 cpu_us() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }'; }
 
@@ -289,6 +333,7 @@ bench() {
   R[$name.hot_lost]=$lost R[$name.hot_cpu]=$(cpu_us "$cpu" "$answered")
   # Below ~100%, dnsperf (not the server) set the pace and q/s says little.
   R[$name.hot_busy]=$(awk -v t="$cpu" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", t * 100 / hz / d }')
+  syscall_run "$name" "$pid" "$port"
 
   log "$name: cold, $COLD new names"
   profile_start "$name" cold "$pid"
@@ -464,6 +509,7 @@ wait_dns 127.0.0.1 "$FLOOR_PORT"
 line=$(perf_run floor-hot "$FPID" -p "$FLOOR_PORT" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
 read -r sent answered lost qps lat ok cpu <<<"$line"
 R[floor.hot_qps]=$qps R[floor.hot_lost]=$lost R[floor.hot_cpu]=$(cpu_us "$cpu" "$answered")
+syscall_run floor "$FPID" "$FLOOR_PORT"
 stop "$FPID"
 fi
 
@@ -611,6 +657,14 @@ echo
 if [ -n "${R[floor.hot_qps]:-}" ]; then
   echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
   echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
+fi
+if [ -n "${R[resolvd.sys_q]:-}${R[floor.sys_q]:-}" ]; then
+  echo "system calls per answered query (strace -c -f, hot, ${SYS_QPS:-50000} q/s for ${SYS_DUR:-5}s):"
+  for n in floor resolvd unbound; do
+    if [ -n "${R[$n.sys_q]:-}" ]; then
+      echo "  $n: ${R[$n.sys_q]} (${R[$n.sys_top]})"
+    fi
+  done
 fi
 echo
 echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
