@@ -46,6 +46,8 @@ pub struct AnswerCache {
     /// a query's name bytes without decoding or allocating.
     nxdomains: Option<Cache<NxKey, Arc<NxDomain>, ahash::RandomState>>,
     cfg: CacheConfig,
+    /// Answers pushed out by the memory bound (not by expiry or flush).
+    evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What one entry costs beyond its key and answer: moka's bookkeeping
@@ -109,8 +111,16 @@ impl AnswerCache {
         };
         // max_size is shared: 11/16 for answers, 1/16 for NXDOMAIN names,
         // 1/4 for the iterator's RRsets and delegations (resolve::store).
+        let evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let evicted = evictions.clone();
         let answers = enabled.then(|| {
             Cache::builder()
+                // Called by moka's housekeeping, off the lookup path.
+                .eviction_listener(move |_k, _v, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
                 .max_capacity(cfg.max_size.0 / 16 * 11)
                 .weigher(|_k: &u64, v: &Entry| {
                     u32::try_from(v.size() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -134,6 +144,7 @@ impl AnswerCache {
             hash_keys: ahash::RandomState::new(),
             nxdomains,
             cfg: cfg.clone(),
+            evictions,
         }
     }
 
@@ -278,6 +289,11 @@ impl AnswerCache {
             }
             None => (0, 0),
         }
+    }
+
+    /// Answers evicted by the memory bound since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The policy in force.

@@ -38,6 +38,14 @@ pub enum StartError {
     /// TLS certificate or key unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The metrics endpoint could not be bound.
+    #[error("cannot bind [metrics] listen {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
@@ -53,6 +61,8 @@ pub struct Daemon {
     tasks: TaskTracker,
     grace: Duration,
     health: Mutex<Option<HealthGuard>>,
+    /// The bound `/metrics` address, when `[metrics] listen` is set.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -211,8 +221,21 @@ impl Daemon {
                 );
             }
         }
+        let metrics_addr = match cfg.metrics.listen {
+            Some(addr) => Some(
+                crate::exporter::start(
+                    addr,
+                    Arc::new(crate::exporter::Exporter::new(handler.clone())),
+                    shutdown.clone(),
+                    &tasks,
+                )
+                .map_err(|source| StartError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         let health = zones.start_health_checks();
         Ok(Daemon {
+            metrics_addr,
             handler,
             addrs,
             tls_addrs,
@@ -244,6 +267,11 @@ impl Daemon {
     /// The bound plain-HTTP DoH addresses.
     pub fn https_plain_addrs(&self) -> &[SocketAddr] {
         &self.https_plain_addrs
+    }
+
+    /// The bound Prometheus endpoint, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The query handler (cache, zones, metrics).

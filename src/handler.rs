@@ -202,6 +202,20 @@ impl Handler {
         t: Transport,
         out: &mut Vec<u8>,
     ) -> Step {
+        let step = self.answer_now_limited(pkt, client, t, out);
+        if step == Step::Reply {
+            self.metrics.count_reply(out);
+        }
+        step
+    }
+
+    fn answer_now_limited(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        client: SocketAddr,
+        t: Transport,
+        out: &mut Vec<u8>,
+    ) -> Step {
         if !self.limits.enabled() {
             return self.answer_now_inner(pkt, client, t, out, &mut false);
         }
@@ -254,6 +268,7 @@ impl Handler {
                 return Step::Reply;
             }
         };
+        self.metrics.count_qtype(q.qtype);
         if !self.allowed(client.ip()) {
             Metrics::inc(&self.metrics.refused);
             self.error_reply(pkt, &q, t, rcode::REFUSED, None, out);
@@ -390,6 +405,9 @@ impl Handler {
         if !out.is_empty() && self.limits.enabled() {
             self.limit_response(client.ip(), t, cookie_ok, out);
         }
+        if !out.is_empty() {
+            self.metrics.count_reply(out);
+        }
     }
 
     /// Returns whether the query carried a valid server cookie.
@@ -496,6 +514,7 @@ impl Handler {
         {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(waiters) = map.get_mut(key) {
+                Metrics::inc(&self.metrics.coalesced);
                 waiters.push(tx);
                 return rx;
             }
@@ -533,6 +552,11 @@ impl Handler {
             None => self.cache.flush_all(),
         }
         self.resolver.flush(name, subtree);
+    }
+
+    /// What the resolver knows about upstream servers (infra cache).
+    pub fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
+        self.resolver.servers()
     }
 
     /// `stats` text for the control socket.

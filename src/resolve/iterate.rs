@@ -347,6 +347,7 @@ impl Iterator {
             Metrics::inc(&self.metrics.upstream_queries);
             match self.upstream.exchange(*ip, &root, RecordType::NS, t).await {
                 Ok(r) => {
+                    Metrics::inc(&self.metrics.upstream_answered);
                     self.servers.record_rtt(*ip, r.rtt);
                     let ns: Vec<Record> = r
                         .msg
@@ -373,8 +374,14 @@ impl Iterator {
                     }
                     self.servers.mark_lame(*ip, &root);
                 }
-                Err(ExchangeError::Timeout) => self.servers.record_timeout(*ip, t),
-                Err(_) => self.servers.mark_dead(*ip),
+                Err(ExchangeError::Timeout) => {
+                    Metrics::inc(&self.metrics.upstream_timeouts);
+                    self.servers.record_timeout(*ip, t)
+                }
+                Err(_) => {
+                    Metrics::inc(&self.metrics.upstream_errors);
+                    self.servers.mark_dead(*ip)
+                }
             }
         }
         if let Ok(mut g) = self.priming_backoff.lock() {
@@ -567,19 +574,28 @@ impl Iterator {
             let reply = match self.upstream.exchange(ip, sname, stype, t).await {
                 Ok(r) => r,
                 Err(ExchangeError::Timeout) => {
+                    Metrics::inc(&self.metrics.upstream_timeouts);
                     self.servers.record_timeout(ip, t);
                     continue;
                 }
                 Err(_) => {
+                    Metrics::inc(&self.metrics.upstream_errors);
                     self.servers.mark_dead(ip);
                     given_up.push(ip);
                     continue;
                 }
             };
+            if reply.tcp {
+                Metrics::inc(&self.metrics.upstream_tcp_fallbacks);
+            }
             self.servers.record_rtt(ip, reply.rtt);
             match classify(&self.store, &reply.msg, cut, sname, stype) {
-                Some(o) => return Ok(Some(o)),
+                Some(o) => {
+                    Metrics::inc(&self.metrics.upstream_answered);
+                    return Ok(Some(o));
+                }
                 None => {
+                    Metrics::inc(&self.metrics.upstream_lame);
                     tracing::debug!(%ip, zone = %cut.zone, %sname, ?stype, "lame reply");
                     self.servers.mark_lame(ip, &cut.zone);
                     given_up.push(ip);
@@ -626,6 +642,10 @@ impl Resolve for Iterator {
         // RRsets of one name also hide in chains and delegations; dropping
         // them all is simple and only costs a few upstream queries.
         self.store.clear();
+    }
+
+    fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
+        self.servers.snapshot()
     }
 }
 

@@ -31,6 +31,12 @@ pub trait Resolve: Send + Sync + 'static {
     /// Forgets what was learned about `name` (and below when `subtree`),
     /// or everything when `name` is None. Called by `resolvd control flush`.
     fn flush(&self, _name: Option<&Name>, _subtree: bool) {}
+
+    /// The infra cache: what is known about each upstream address.
+    /// Resolvers without one return nothing.
+    fn servers(&self) -> Vec<servers::ServerInfo> {
+        Vec::new()
+    }
 }
 
 /// A resolver that fails everything: for listener tests and for running

@@ -91,6 +91,8 @@ pub struct Reply {
     pub msg: Message,
     /// Round trip of the exchange that produced it.
     pub rtt: Duration,
+    /// Whether it came over TCP after a truncated UDP reply.
+    pub tcp: bool,
 }
 
 impl Upstream {
@@ -180,9 +182,17 @@ impl Upstream {
                         timeout,
                     )
                     .await?;
-                return Ok(Reply { msg, rtt });
+                return Ok(Reply {
+                    msg,
+                    rtt,
+                    tcp: true,
+                });
             }
-            return Ok(Reply { msg: reply, rtt });
+            return Ok(Reply {
+                msg: reply,
+                rtt,
+                tcp: false,
+            });
         }
         Err(ExchangeError::BadReply)
     }

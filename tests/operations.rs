@@ -1,0 +1,156 @@
+//! Operating resolvd: the Prometheus endpoint, systemd notifications,
+//! dnstap, logs, warm restart, the control commands for pools and servers.
+//! Each test uses its own 127.2NN.0.0/24 block (200 ≤ NN ≤ 209).
+
+mod support;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::under_test::{config_for, root_zone, start};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// root .1 → test. .2 → example.test. .3
+fn world(n: u8) -> Vec<ServerSpec> {
+    let root = root_zone(n, &[("test", 2)]);
+    let tld = format!(
+        "$ORIGIN test.
+$TTL 86400
+@ SOA ns1 hostmaster 1 3600 600 86400 300
+@ NS ns1
+ns1 A 127.{n}.0.2
+example NS ns1.example
+ns1.example A 127.{n}.0.3
+"
+    );
+    let example = format!(
+        "$ORIGIN example.test.
+$TTL 300
+@ SOA ns1 hostmaster 1 3600 600 86400 120
+@ NS ns1
+ns1 A 127.{n}.0.3
+www A 192.0.2.10
+www AAAA 2001:db8::10
+mail A 192.0.2.25
+"
+    );
+    vec![
+        ServerSpec::new("a.root-servers.test.", &format!("127.{n}.0.1"), &[&root]).root(),
+        ServerSpec::new("ns1.test.", &format!("127.{n}.0.2"), &[&tld]),
+        ServerSpec::new("ns1.example.test.", &format!("127.{n}.0.3"), &[&example]),
+    ]
+}
+
+/// `GET path` over HTTP/1.1; returns (status line, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("send request");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read reply");
+        String::from_utf8(buf).expect("utf-8 reply")
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("HTTP reply within 5 s");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// Scrapes `/metrics` into `series{labels}` → value.
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert!(status.contains("200"), "scrape status {status:?}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("sample line has a value");
+            (k.to_string(), v.parse::<f64>().expect("numeric sample"))
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
+    *m.get(k)
+        .unwrap_or_else(|| panic!("series {k} missing; have {:?}", m.keys()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_endpoint_counts_queries_by_transport_type_and_rcode() {
+    let sim = Sim::start(world(200)).await;
+    let mut cfg = config_for(&sim);
+    cfg.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (d, addr) = start(&cfg).await;
+    let maddr = d.metrics_addr().expect("metrics endpoint bound");
+
+    let before = scrape(maddr).await;
+    // Miss, hit, another miss (AAAA), a TCP miss and an NXDOMAIN miss.
+    let r = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    ask(addr, "www.example.test.", RecordType::A).await;
+    ask(addr, "www.example.test.", RecordType::AAAA).await;
+    let r = query_tcp(addr, "mail.example.test.", RecordType::A, 6000)
+        .await
+        .expect("TCP reply");
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    let r = ask(addr, "nope.example.test.", RecordType::TXT).await;
+    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    let after = scrape(maddr).await;
+
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    assert_eq!(delta(r#"resolvd_queries_total{transport="udp"}"#), 4.0);
+    assert_eq!(delta(r#"resolvd_queries_total{transport="tcp"}"#), 1.0);
+    assert_eq!(delta(r#"resolvd_queries_by_type_total{type="A"}"#), 3.0);
+    assert_eq!(delta(r#"resolvd_queries_by_type_total{type="AAAA"}"#), 1.0);
+    assert_eq!(delta(r#"resolvd_queries_by_type_total{type="TXT"}"#), 1.0);
+    assert_eq!(delta(r#"resolvd_responses_total{rcode="NOERROR"}"#), 4.0);
+    assert_eq!(delta(r#"resolvd_responses_total{rcode="NXDOMAIN"}"#), 1.0);
+    assert_eq!(delta("resolvd_cache_hits_total"), 1.0);
+    assert_eq!(delta("resolvd_cache_misses_total"), 4.0);
+    // Every miss is timed, and nothing else.
+    assert_eq!(delta("resolvd_resolution_duration_seconds_count"), 4.0);
+    assert_eq!(
+        get(
+            &after,
+            r#"resolvd_resolution_duration_seconds_bucket{le="+Inf"}"#
+        ),
+        get(&after, "resolvd_resolution_duration_seconds_count")
+    );
+    assert!(delta("resolvd_resolution_duration_seconds_sum") > 0.0);
+    let upstream = delta("resolvd_upstream_queries_total");
+    assert!(upstream >= 4.0, "upstream queries {upstream}");
+    assert_eq!(
+        delta(r#"resolvd_upstream_outcomes_total{outcome="answered"}"#),
+        upstream,
+        "every upstream query to the healthy hierarchy is answered"
+    );
+    assert_eq!(sim.total_queries() as f64, upstream);
+    assert!(get(&after, "resolvd_cache_entries") >= 4.0);
+    assert!(get(&after, "resolvd_cache_size_bytes") > 0.0);
+    assert_eq!(
+        get(
+            &after,
+            &format!(
+                r#"resolvd_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0,
+        "build info"
+    );
+    assert!(get(&after, "resolvd_process_start_time_seconds") > 1.7e9);
+
+    let (status, _) = http_get(maddr, "/other").await;
+    assert!(status.contains("404"), "{status}");
+    d.shutdown().await;
+}
