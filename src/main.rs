@@ -207,16 +207,43 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
         eprintln!("resolvd: cannot install signal handlers");
         return ExitCode::from(1);
     };
+    // Every listener is bound and serving: systemd may start what needs DNS.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(cli, &daemon),
+            _ = hup.recv() => {
+                // MONOTONIC_USEC lets systemd tell this reload from an
+                // earlier one (sd_notify(3), Type=notify-reload).
+                let mut states = vec![sd_notify::NotifyState::Reloading];
+                if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+                    states.push(t);
+                }
+                notify(&states);
+                reload(cli, &daemon);
+                notify(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status("serving"),
+                ]);
+            }
         }
     }
     tracing::info!("shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
     daemon.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Tells the service manager (systemd, `Type=notify`) about a state
+/// change; does nothing when it did not start us (no NOTIFY_SOCKET).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify the service manager: {e}");
+    }
 }
 
 /// SIGHUP: re-read the file and swap zones; a bad file changes nothing.

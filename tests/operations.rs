@@ -154,3 +154,128 @@ async fn metrics_endpoint_counts_queries_by_transport_type_and_rcode() {
     assert!(status.contains("404"), "{status}");
     d.shutdown().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_resolvd");
+
+/// Kills the resolvd process it holds (by PID) when dropped, even when the
+/// test fails.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the PID of a child we spawned and still own.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+}
+
+/// A UDP port free at the time of asking on `ip`.
+fn free_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The next sd_notify datagram, within 10 s.
+fn next_notification(sock: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification from resolvd within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_is_notified_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = free_port("127.201.0.1");
+    let cfg = dir.path().join("resolvd.toml");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = [\"127.201.0.1:{port}\"]\n[control]\nenabled = false\n"),
+    )
+    .unwrap();
+    let p = Process(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn resolvd"),
+    );
+    let ready = next_notification(&sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // READY means bound: the very first query is answered.
+    let addr: SocketAddr = format!("127.201.0.1:{port}").parse().unwrap();
+    let r = query_udp(addr, "ready.invalid.", RecordType::A, 2000)
+        .await
+        .expect("answered right after READY=1");
+    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+
+    p.signal(libc::SIGHUP);
+    let reloading = next_notification(&sock);
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1"),
+        "{reloading:?}"
+    );
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = next_notification(&sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+
+    p.signal(libc::SIGTERM);
+    let stopping = next_notification(&sock);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/resolvd.service"
+    ))
+    .unwrap();
+    for key in [
+        "Type=notify",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "DynamicUser=yes",
+        "RuntimeDirectory=resolvd",
+        "StateDirectory=resolvd",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == key), "unit lacks {key}");
+    }
+    // verify checks that ExecStart's binary exists: point it at the one
+    // just built instead of /usr/local/bin, and change nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resolvd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/resolvd", BIN)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is missing: install Debian package systemd");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
