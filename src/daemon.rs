@@ -233,6 +233,15 @@ impl Daemon {
             ),
             None => None,
         };
+        if let Some(socket) = &cfg.dnstap.socket {
+            handler.set_dnstap(Some(crate::dnstap::Dnstap::start(
+                &cfg.dnstap,
+                &cfg.base_dir.join(socket),
+                handler.metrics.clone(),
+                shutdown.clone(),
+                &tasks,
+            )));
+        }
         let health = zones.start_health_checks();
         Ok(Daemon {
             metrics_addr,

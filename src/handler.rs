@@ -108,6 +108,11 @@ pub struct Handler {
     cookies: Option<CookieJar>,
     /// UDP rate limits.
     limits: RateLimits,
+    /// The dnstap writer, when `[dnstap] socket` is set; swapped on reload.
+    dnstap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
+    /// Whether `dnstap` is set: one relaxed load keeps the query path free
+    /// of the swap's bookkeeping when dnstap is off (the usual case).
+    dnstap_on: std::sync::atomic::AtomicBool,
 }
 
 impl Handler {
@@ -129,6 +134,8 @@ impl Handler {
             resolver,
             inflight: Mutex::new(HashMap::new()),
             metrics,
+            dnstap: arc_swap::ArcSwapOption::empty(),
+            dnstap_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -202,9 +209,23 @@ impl Handler {
         t: Transport,
         out: &mut Vec<u8>,
     ) -> Step {
+        if !self.dnstap_on.load(Ordering::Relaxed) {
+            let step = self.answer_now_limited(pkt, client, t, out);
+            if step == Step::Reply {
+                self.metrics.count_reply(out);
+            }
+            return step;
+        }
+        let tap = self.dnstap.load();
+        if let Some(tap) = tap.as_deref() {
+            tap.client_query(pkt, client, t);
+        }
         let step = self.answer_now_limited(pkt, client, t, out);
         if step == Step::Reply {
             self.metrics.count_reply(out);
+            if let Some(tap) = tap.as_deref() {
+                tap.client_response(out, client, t);
+            }
         }
         step
     }
@@ -407,6 +428,11 @@ impl Handler {
         }
         if !out.is_empty() {
             self.metrics.count_reply(out);
+            if self.dnstap_on.load(Ordering::Relaxed) {
+                if let Some(tap) = self.dnstap.load().as_deref() {
+                    tap.client_response(out, client, t);
+                }
+            }
         }
     }
 
@@ -552,6 +578,17 @@ impl Handler {
             None => self.cache.flush_all(),
         }
         self.resolver.flush(name, subtree);
+    }
+
+    /// Starts, replaces or (None) stops dnstap logging.
+    pub fn set_dnstap(&self, tap: Option<Arc<crate::dnstap::Dnstap>>) {
+        self.dnstap_on.store(tap.is_some(), Ordering::Relaxed);
+        self.dnstap.store(tap);
+    }
+
+    /// The dnstap writer in use.
+    pub fn dnstap(&self) -> Option<Arc<crate::dnstap::Dnstap>> {
+        self.dnstap.load_full()
     }
 
     /// What the resolver knows about upstream servers (infra cache).

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod cookies;
 pub mod daemon;
+pub mod dnstap;
 pub mod exporter;
 #[doc(hidden)]
 pub mod fuzz;

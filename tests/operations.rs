@@ -279,3 +279,121 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Starts `fstrm_capture` reading dnstap on `sock`, writing to `out`.
+fn fstrm_capture(sock: &std::path::Path, out: &std::path::Path) -> Process {
+    let _ = std::fs::remove_file(sock);
+    let p = Process(
+        std::process::Command::new("fstrm_capture")
+            .args(["-t", "protobuf:dnstap.Dnstap", "-u"])
+            .arg(sock)
+            .arg("-w")
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("fstrm_capture is missing: install Debian package fstrm-bin"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fstrm_capture did not create {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// Stops a capture (SIGTERM makes it close its file cleanly) and returns
+/// what `dnstap-ldns -q` reads back from the file.
+fn stop_and_read(p: Process, file: &std::path::Path) -> String {
+    let mut p = p;
+    p.signal(libc::SIGTERM);
+    let _ = p.0.wait();
+    let out = std::process::Command::new("dnstap-ldns")
+        .arg("-q")
+        .arg("-r")
+        .arg(file)
+        .output()
+        .expect("dnstap-ldns is missing: install Debian package dnstap-ldns");
+    assert!(out.status.success(), "dnstap-ldns failed: {:?}", out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asks names until the dnstap writer has delivered more than `above`
+/// messages (it connects to a new reader within its reconnect interval).
+async fn until_dnstap_flows(addr: SocketAddr, m: &resolvd::metrics::Metrics, above: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for i in 0..100 {
+        query_udp(
+            addr,
+            &format!("probe{i}.example.test."),
+            RecordType::A,
+            2000,
+        )
+        .await;
+        if m.dnstap_sent.load(Relaxed) > above {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("dnstap writer never delivered to the reader");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dnstap_reaches_fstrm_capture_and_survives_a_reader_restart() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sim = Sim::start(world(202)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dnstap.sock");
+    let mut cfg = config_for(&sim);
+    cfg.dnstap.socket = Some(sock.clone());
+    cfg.dnstap.identity = "ops-test".into();
+    cfg.dnstap.reconnect_interval = resolvd::config::Dur::millis(100);
+    let (d, addr) = start(&cfg).await;
+    let m = d.handler().metrics.clone();
+
+    // No reader yet: answering goes on, the messages are dropped and counted.
+    ask(addr, "early.example.test.", RecordType::A).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while m.dnstap_dropped.load(Relaxed) < 2 {
+        assert!(std::time::Instant::now() < deadline, "drops not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let first = dir.path().join("first.fstrm");
+    let cap = fstrm_capture(&sock, &first);
+    until_dnstap_flows(addr, &m, 0).await;
+    let r = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    ask(addr, "www.example.test.", RecordType::A).await; // a cache hit
+    ask(addr, "missing.example.test.", RecordType::AAAA).await;
+    // Restart the reader: the writer notices and connects to the new one.
+    let sent = m.dnstap_sent.load(Relaxed);
+    let text = stop_and_read(cap, &first);
+    let second = dir.path().join("second.fstrm");
+    let cap = fstrm_capture(&sock, &second);
+    until_dnstap_flows(addr, &m, sent).await;
+    ask(addr, "mail.example.test.", RecordType::A).await;
+    // Shutdown sends STOP and waits for FINISH, so the capture is complete.
+    d.shutdown().await;
+    let text2 = stop_and_read(cap, &second);
+
+    let lines = |t: &str, kind: &str, name: &str| {
+        t.lines()
+            .filter(|l| l.contains(&format!(" {kind} ")) && l.contains(name))
+            .count()
+    };
+    // Two queries for www (a miss and a hit), each with its response.
+    assert_eq!(lines(&text, "CQ", "www.example.test."), 2, "{text}");
+    assert_eq!(lines(&text, "CR", "www.example.test."), 2, "{text}");
+    assert_eq!(lines(&text, "CQ", "missing.example.test."), 1, "{text}");
+    assert_eq!(lines(&text, "CR", "missing.example.test."), 1, "{text}");
+    assert!(text.contains("127.0.0.1"), "client address logged: {text}");
+    assert!(!text.contains("early.example.test."), "{text}");
+    assert_eq!(lines(&text2, "CQ", "mail.example.test."), 1, "{text2}");
+    assert_eq!(lines(&text2, "CR", "mail.example.test."), 1, "{text2}");
+    assert!(!text2.contains("www.example.test."), "{text2}");
+}

@@ -3,6 +3,7 @@
 //! Kept apart from the resolver's sections so they can grow without
 //! touching them.
 
+use super::Dur;
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,10 +30,10 @@ pub struct DnstapConfig {
     pub queue: usize,
     /// Log CLIENT_QUERY and CLIENT_RESPONSE messages.
     pub client: bool,
-    /// Also log RESOLVER_QUERY and RESOLVER_RESPONSE messages (upstream).
-    pub resolver: bool,
     /// The `identity` field of every message; empty leaves it out.
     pub identity: String,
+    /// How often to try the socket again while no reader listens on it.
+    pub reconnect_interval: Dur,
 }
 
 impl Default for DnstapConfig {
@@ -41,8 +42,8 @@ impl Default for DnstapConfig {
             socket: None,
             queue: 10_000,
             client: true,
-            resolver: false,
             identity: String::new(),
+            reconnect_interval: Dur::secs(1),
         }
     }
 }
