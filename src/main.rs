@@ -158,12 +158,7 @@ fn run(cli: &Cli) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_filter = init_logging(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads())
         .enable_all()
@@ -175,10 +170,10 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(serve(cli, cfg))
+    rt.block_on(serve(cli, cfg, log_filter))
 }
 
-async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
+async fn serve(cli: &Cli, cfg: Config, log_filter: LogFilter) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let daemon = match Daemon::start(&cfg).await {
         Ok(d) => d,
@@ -187,6 +182,7 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    startup_summary(&cfg, &daemon);
     for a in daemon.local_addrs() {
         tracing::info!("listening on {a} (udp, tcp)");
     }
@@ -224,7 +220,7 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
                     states.push(t);
                 }
                 notify(&states);
-                reload(cli, &daemon);
+                reload(cli, &daemon, &log_filter);
                 notify(&[
                     sd_notify::NotifyState::Ready,
                     sd_notify::NotifyState::Status("serving"),
@@ -238,6 +234,67 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Changes the log filter of the running process (reload of `[log] level`).
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Installs the subscriber: `[log] format` text or JSON lines on stderr,
+/// filtered by `[log] level` (RUST_LOG overrides). Returns the handle a
+/// reload uses to change the level.
+fn init_logging(log: &resolvd::config::LogConfig) -> LogFilter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(level));
+    let json = log.format == resolvd::config::LogFormat::Json;
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    // One JSON object per line with the event's fields at the top level,
+    // as log shippers expect.
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text_layer)
+        .with(json_layer)
+        .init();
+    handle
+}
+
+/// One line that says what this process is and does: what an operator
+/// looks for first in a log.
+fn startup_summary(cfg: &Config, daemon: &Daemon) {
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let pools: usize = cfg.zone.iter().map(|z| z.pool.len()).sum();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %list(daemon.local_addrs()),
+        tls_listen = %list(daemon.tls_addrs()),
+        https_listen = %list(daemon.https_addrs()),
+        https_listen_plain = %list(daemon.https_plain_addrs()),
+        zones = cfg.zone.len(),
+        pools,
+        cache_max_bytes = cfg.cache.max_size.0,
+        metrics = %daemon.metrics_addr().map(|a| a.to_string()).unwrap_or_default(),
+        dnstap = %cfg.dnstap.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        control = %if cfg.control.enabled { cfg.control.socket.display().to_string() } else { String::new() },
+        "resolvd started"
+    );
+}
+
 /// Tells the service manager (systemd, `Type=notify`) about a state
 /// change; does nothing when it did not start us (no NOTIFY_SOCKET).
 fn notify(states: &[sd_notify::NotifyState]) {
@@ -247,7 +304,7 @@ fn notify(states: &[sd_notify::NotifyState]) {
 }
 
 /// SIGHUP: re-read the file and swap zones; a bad file changes nothing.
-fn reload(cli: &Cli, daemon: &Daemon) {
+fn reload(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) {
     let Some(path) = &cli.config else {
         tracing::warn!("SIGHUP ignored: no --config file to reload");
         return;
@@ -256,7 +313,12 @@ fn reload(cli: &Cli, daemon: &Daemon) {
         // Zones and the TLS certificate are validated by the swap itself;
         // nothing else is reloaded.
         Ok(cfg) => match daemon.reload(&cfg) {
-            Ok(()) => tracing::info!("reloaded {}", path.display()),
+            Ok(()) => {
+                if std::env::var_os("RUST_LOG").is_none() {
+                    let _ = log_filter.reload(tracing_subscriber::EnvFilter::new(&cfg.log.level));
+                }
+                tracing::info!("reloaded {}", path.display())
+            }
             Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
         },
         Err(errs) => {

@@ -397,3 +397,79 @@ async fn dnstap_reaches_fstrm_capture_and_survives_a_reader_restart() {
     assert_eq!(lines(&text2, "CR", "mail.example.test."), 1, "{text2}");
     assert!(!text2.contains("www.example.test."), "{text2}");
 }
+
+/// Runs resolvd with `config` until it logs its startup summary; returns
+/// the lines logged up to and including it.
+fn startup_lines(config: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resolvd.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut p = Process(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn resolvd"),
+    );
+    let stderr = p.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
+        let done = l.contains("resolvd started");
+        lines.push(l);
+        if done {
+            return lines;
+        }
+    }
+    panic!("no startup summary; stderr: {lines:?}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_a_startup_summary() {
+    let port = free_port("127.203.0.1");
+    let lines = startup_lines(&format!(
+        "[server]\nlisten = [\"127.203.0.1:{port}\"]\n[control]\nenabled = false\n\
+         [cache]\nmax_size = \"64MiB\"\n[log]\nformat = \"json\"\n"
+    ));
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{l}"
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(summary["message"], "resolvd started");
+    assert_eq!(summary["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(summary["listen"], format!("127.203.0.1:{port}"));
+    assert_eq!(summary["cache_max_bytes"], 64 << 20);
+    assert_eq!(summary["zones"], 0);
+}
+
+#[test]
+fn text_logs_carry_the_startup_summary_on_one_line() {
+    let port = free_port("127.203.0.2");
+    let lines = startup_lines(&format!(
+        "[server]\nlisten = [\"127.203.0.2:{port}\"]\n[control]\nenabled = false\n"
+    ));
+    let last = lines.last().unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(last).is_err());
+    assert!(
+        last.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && last.contains(&format!("listen=127.203.0.2:{port}")),
+        "{last}"
+    );
+}
