@@ -291,6 +291,19 @@ impl AnswerCache {
         }
     }
 
+    /// Every answer still live at `now` (for `dump-cache`; walks the whole
+    /// cache, never called on the query path).
+    pub fn live_entries(&self, now: Instant) -> Vec<Entry> {
+        match &self.answers {
+            Some(c) => c
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| !e.expired(now))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Answers evicted by the memory bound since start.
     pub fn evictions(&self) -> u64 {
         self.evictions.load(std::sync::atomic::Ordering::Relaxed)

@@ -2,7 +2,9 @@
 //! only its owner can flush the cache or read statistics.
 //!
 //! Protocol: one request line, one reply ending when the server closes.
-//! Requests: `stats`, `flush`, `flush NAME`, `flush NAME subtree`.
+//! Requests: `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
+//! `dump-cache FILE`, `load-cache FILE` (absolute paths: the daemon's
+//! working directory is not the client's).
 
 use crate::handler::Handler;
 use hickory_proto::rr::Name;
@@ -76,8 +78,20 @@ pub fn execute(handler: &Handler, line: &str) -> String {
             }
             Err(e) => format!("error: bad name {name:?}: {e}\n"),
         },
+        ["dump-cache", path] => match crate::persist::dump(&handler.cache, Path::new(path)) {
+            Ok(n) => format!("ok dumped {n} entries to {path}\n"),
+            Err(e) => format!("error: {e}\n"),
+        },
+        ["load-cache", path] => match crate::persist::load(&handler.cache, Path::new(path)) {
+            Ok(s) => format!(
+                "ok loaded {} entries from {path} ({} expired, {} unusable)\n",
+                s.loaded, s.expired, s.unusable
+            ),
+            Err(e) => format!("error: {e}\n"),
+        },
         _ => format!(
-            "error: unknown command {line:?} (try: stats, flush, flush NAME, flush NAME subtree)\n"
+            "error: unknown command {line:?} (try: stats, flush, flush NAME, flush NAME subtree, \
+             dump-cache FILE, load-cache FILE)\n"
         ),
     }
 }

@@ -63,6 +63,8 @@ pub struct Daemon {
     health: Mutex<Option<HealthGuard>>,
     /// The bound `/metrics` address, when `[metrics] listen` is set.
     metrics_addr: Option<SocketAddr>,
+    /// `[cache] persist`: dumped here at shutdown.
+    persist: Option<std::path::PathBuf>,
 }
 
 impl Daemon {
@@ -242,9 +244,27 @@ impl Daemon {
                 &tasks,
             )));
         }
+        let persist = cfg.cache.persist.as_ref().map(|p| cfg.base_dir.join(p));
+        if let Some(p) = &persist {
+            // A missing file is the first start; anything else unusable is
+            // logged and the cache starts empty.
+            match crate::persist::load(&handler.cache, p) {
+                Ok(s) => tracing::info!(
+                    "cache: loaded {} entries from {} ({} expired, {} unusable)",
+                    s.loaded,
+                    p.display(),
+                    s.expired,
+                    s.unusable
+                ),
+                Err(crate::persist::PersistError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cache: not loaded, starting empty: {e}"),
+            }
+        }
         let health = zones.start_health_checks();
         Ok(Daemon {
             metrics_addr,
+            persist,
             handler,
             addrs,
             tls_addrs,
@@ -313,6 +333,12 @@ impl Daemon {
         self.shutdown.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(self.grace, self.tasks.wait()).await;
+        if let Some(p) = &self.persist {
+            match crate::persist::dump(&self.handler.cache, p) {
+                Ok(n) => tracing::info!("cache: dumped {n} entries to {}", p.display()),
+                Err(e) => tracing::warn!("cache: not dumped: {e}"),
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod fuzz;
 pub mod handler;
 pub mod listener;
 pub mod metrics;
+pub mod persist;
 pub mod ratelimit;
 pub mod resolve;
 pub mod root_hints;

@@ -60,6 +60,16 @@ enum ControlAction {
         #[arg(long)]
         subtree: bool,
     },
+    /// Write the answer cache to FILE (for a warm restart).
+    DumpCache {
+        /// Where to write it (the daemon writes it: it must be able to).
+        file: PathBuf,
+    },
+    /// Load answers from a file written by dump-cache; expired ones are skipped.
+    LoadCache {
+        /// The dump to read.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -359,6 +369,9 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
         } => {
             format!("flush {n}{}", if *subtree { " subtree" } else { "" })
         }
+        // The daemon resolves paths against its own working directory.
+        ControlAction::DumpCache { file } => format!("dump-cache {}", absolute(file)?.display()),
+        ControlAction::LoadCache { file } => format!("load-cache {}", absolute(file)?.display()),
     };
     let mut s = UnixStream::connect(&path)
         .with_context(|| format!("cannot connect to control socket {}", path.display()))?;
@@ -370,6 +383,10 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
         anyhow::bail!("command failed");
     }
     Ok(())
+}
+
+fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("bad path {}", p.display()))
 }
 
 /// mimalloc instead of glibc malloc: resolution allocates and frees many

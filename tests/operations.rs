@@ -35,6 +35,7 @@ ns1 A 127.{n}.0.3
 www A 192.0.2.10
 www AAAA 2001:db8::10
 mail A 192.0.2.25
+short 1 A 192.0.2.99
 "
     );
     vec![
@@ -472,4 +473,97 @@ fn text_logs_carry_the_startup_summary_on_one_line() {
             && last.contains(&format!("listen=127.203.0.2:{port}")),
         "{last}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persisted_cache_answers_after_restart_without_upstream_queries() {
+    let sim = Sim::start(world(204)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_for(&sim);
+    cfg.cache.persist = Some(dir.path().join("cache.bin"));
+    let (d, addr) = start(&cfg).await;
+    let asked = [
+        ("www.example.test.", RecordType::A),
+        ("www.example.test.", RecordType::AAAA),
+        ("mail.example.test.", RecordType::A),
+        ("nope.example.test.", RecordType::A),
+    ];
+    let mut first = Vec::new();
+    for (n, t) in asked {
+        first.push(ask(addr, n, t).await);
+    }
+    // Shutdown dumps the cache to [cache] persist.
+    d.shutdown().await;
+    assert!(dir.path().join("cache.bin").exists());
+
+    sim.clear_queries();
+    let (d, addr) = start(&cfg).await;
+    for ((n, t), before) in asked.iter().zip(&first) {
+        let r = ask(addr, n, *t).await;
+        assert_eq!(r.response_code(), before.response_code(), "{n} {t}");
+        assert_eq!(addrs(&r), addrs(before), "{n} {t}");
+        for rec in r.answers() {
+            assert!(rec.ttl() <= 300 && rec.ttl() >= 295, "TTL kept: {rec}");
+        }
+    }
+    assert_eq!(sim.total_queries(), 0, "answered from the loaded cache");
+    assert_eq!(
+        d.handler()
+            .metrics
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        asked.len() as u64
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dump_and_load_cache_commands_skip_expired_and_reject_corrupt_files() {
+    use resolvd::control::execute;
+    let sim = Sim::start(world(205)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_for(&sim);
+    let (d, addr) = start(&cfg).await;
+    ask(addr, "www.example.test.", RecordType::A).await;
+    ask(addr, "short.example.test.", RecordType::A).await;
+    let file = dir.path().join("dump.bin");
+    let reply = execute(d.handler(), &format!("dump-cache {}", file.display()));
+    assert!(reply.starts_with("ok dumped"), "{reply}");
+    d.shutdown().await;
+
+    // The 1 s TTL of short.example.test. runs out before the load.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (d, addr) = start(&cfg).await;
+    let reply = execute(d.handler(), &format!("load-cache {}", file.display()));
+    assert!(
+        reply.starts_with("ok loaded") && reply.contains("(1 expired"),
+        "{reply}"
+    );
+    sim.clear_queries();
+    ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(sim.total_queries(), 0, "www came from the dump");
+    ask(addr, "short.example.test.", RecordType::A).await;
+    assert!(sim.total_queries() > 0, "the expired entry was not loaded");
+    d.shutdown().await;
+
+    // A damaged dump is refused whole; the daemon keeps serving.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let mut cfg = cfg;
+    cfg.cache.persist = Some(file.clone());
+    let (d, addr) = start(&cfg).await;
+    assert_eq!(d.handler().cache.usage().0, 0, "nothing loaded at start");
+    let reply = execute(d.handler(), &format!("load-cache {}", file.display()));
+    assert!(
+        reply.starts_with("error:") && reply.contains("corrupt"),
+        "{reply}"
+    );
+    std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
+    let reply = execute(d.handler(), &format!("load-cache {}", file.display()));
+    assert!(reply.starts_with("error:"), "{reply}");
+    let r = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    d.shutdown().await;
 }
