@@ -3,7 +3,7 @@
 //!
 //! Protocol: one request line, one reply ending when the server closes.
 //! Requests: `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
-//! `dump-cache FILE`, `load-cache FILE` (absolute paths: the daemon's
+//! `pools`, `servers`, `dump-cache FILE`, `load-cache FILE` (absolute paths: the daemon's
 //! working directory is not the client's).
 
 use crate::handler::Handler;
@@ -78,6 +78,8 @@ pub fn execute(handler: &Handler, line: &str) -> String {
             }
             Err(e) => format!("error: bad name {name:?}: {e}\n"),
         },
+        ["pools"] => pools(handler),
+        ["servers"] => servers(handler),
         ["dump-cache", path] => match crate::persist::dump(&handler.cache, Path::new(path)) {
             Ok(n) => format!("ok dumped {n} entries to {path}\n"),
             Err(e) => format!("error: {e}\n"),
@@ -91,7 +93,100 @@ pub fn execute(handler: &Handler, line: &str) -> String {
         },
         _ => format!(
             "error: unknown command {line:?} (try: stats, flush, flush NAME, flush NAME subtree, \
-             dump-cache FILE, load-cache FILE)\n"
+             dump-cache FILE, load-cache FILE, pools, servers)\n"
         ),
     }
+}
+
+/// Formats rows as columns separated by two spaces, the first row a header.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!(
+                    "{c:<w$}  ",
+                    w = widths.get(i).copied().unwrap_or(0)
+                ));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `pools`: every pool member with its weight, region, health and how
+/// often it was drawn since the zones were loaded.
+fn pools(handler: &Handler) -> String {
+    let members = handler.zones.load().pool_members();
+    if members.is_empty() {
+        return "no pools configured\n".into();
+    }
+    let mut rows = vec![[
+        "POOL", "TYPE", "MEMBER", "WEIGHT", "REGION", "HEALTH", "SELECTED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for m in members {
+        rows.push(vec![
+            m.pool,
+            m.rtype,
+            m.member,
+            m.weight.to_string(),
+            m.region.unwrap_or_else(|| "-".into()),
+            match (m.checked, m.up) {
+                (false, _) => "unchecked".into(),
+                (true, true) => "up".into(),
+                (true, false) => "down".into(),
+            },
+            m.selections.to_string(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `servers`: the infra cache, one upstream address a line: smoothed RTT,
+/// variance, timeouts in a row, and any hold-down with its reason.
+fn servers(handler: &Handler) -> String {
+    let servers = handler.servers();
+    if servers.is_empty() {
+        return "no upstream servers contacted yet\n".into();
+    }
+    let mut rows = vec![["ADDRESS", "SRTT_MS", "RTTVAR_MS", "TIMEOUTS", "HELD_DOWN"]
+        .map(String::from)
+        .to_vec()];
+    for s in servers {
+        let mut held: Vec<String> = Vec::new();
+        if let Some(d) = s.dead_for {
+            held.push(format!("dead for {}s", d.as_secs() + 1));
+        }
+        for (zone, d) in &s.lame_for {
+            held.push(format!("lame for {zone} {}s", d.as_secs() + 1));
+        }
+        rows.push(vec![
+            s.addr.to_string(),
+            s.srtt_ms.map_or("-".into(), |v| format!("{v:.1}")),
+            format!("{:.1}", s.rttvar_ms),
+            s.timeouts_in_row.to_string(),
+            if held.is_empty() {
+                "-".into()
+            } else {
+                held.join(", ")
+            },
+        ]);
+    }
+    table(&rows)
 }

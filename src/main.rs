@@ -60,6 +60,10 @@ enum ControlAction {
         #[arg(long)]
         subtree: bool,
     },
+    /// Every pool member: weight, region, health, how often drawn.
+    Pools,
+    /// The infra cache: per upstream address, smoothed RTT and hold-downs.
+    Servers,
     /// Write the answer cache to FILE (for a warm restart).
     DumpCache {
         /// Where to write it (the daemon writes it: it must be able to).
@@ -369,6 +373,8 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
         } => {
             format!("flush {n}{}", if *subtree { " subtree" } else { "" })
         }
+        ControlAction::Pools => "pools".to_string(),
+        ControlAction::Servers => "servers".to_string(),
         // The daemon resolves paths against its own working directory.
         ControlAction::DumpCache { file } => format!("dump-cache {}", absolute(file)?.display()),
         ControlAction::LoadCache { file } => format!("load-cache {}", absolute(file)?.display()),

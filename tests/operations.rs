@@ -13,7 +13,7 @@ use support::under_test::{config_for, root_zone, start};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// root .1 → test. .2 → example.test. .3
+/// root .1 → test. .2 → example.test. (.3 and .6)
 fn world(n: u8) -> Vec<ServerSpec> {
     let root = root_zone(n, &[("test", 2)]);
     let tld = format!(
@@ -23,7 +23,9 @@ $TTL 86400
 @ NS ns1
 ns1 A 127.{n}.0.2
 example NS ns1.example
+example NS ns2.example
 ns1.example A 127.{n}.0.3
+ns2.example A 127.{n}.0.6
 "
     );
     let example = format!(
@@ -31,7 +33,9 @@ ns1.example A 127.{n}.0.3
 $TTL 300
 @ SOA ns1 hostmaster 1 3600 600 86400 120
 @ NS ns1
+@ NS ns2
 ns1 A 127.{n}.0.3
+ns2 A 127.{n}.0.6
 www A 192.0.2.10
 www AAAA 2001:db8::10
 mail A 192.0.2.25
@@ -42,6 +46,7 @@ short 1 A 192.0.2.99
         ServerSpec::new("a.root-servers.test.", &format!("127.{n}.0.1"), &[&root]).root(),
         ServerSpec::new("ns1.test.", &format!("127.{n}.0.2"), &[&tld]),
         ServerSpec::new("ns1.example.test.", &format!("127.{n}.0.3"), &[&example]),
+        ServerSpec::new("ns2.example.test.", &format!("127.{n}.0.6"), &[&example]),
     ]
 }
 
@@ -565,5 +570,154 @@ async fn dump_and_load_cache_commands_skip_expired_and_reject_corrupt_files() {
     assert!(reply.starts_with("error:"), "{reply}");
     let r = ask(addr, "www.example.test.", RecordType::A).await;
     assert_eq!(r.response_code(), ResponseCode::NoError);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_servers_shows_rtt_and_a_lame_server_held_down() {
+    use resolvd::control::execute;
+    let sim = Sim::start(world(207)).await;
+    sim.server("127.207.0.3").set_faults(Faults {
+        rcode: Some(ResponseCode::Refused),
+        ..Default::default()
+    });
+    let mut cfg = config_for(&sim);
+    cfg.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (d, addr) = start(&cfg).await;
+    assert!(execute(d.handler(), "servers").starts_with("no upstream servers"));
+    let mut text = String::new();
+    for i in 0..10 {
+        let r = ask(addr, &format!("n{i}.example.test."), RecordType::A).await;
+        assert_eq!(r.response_code(), ResponseCode::NXDomain);
+        text = execute(d.handler(), "servers");
+        if text.contains("lame for example.test.") {
+            break;
+        }
+    }
+    let line = |ip: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{ip} ")))
+            .unwrap_or_else(|| panic!("no line for {ip}:\n{text}"))
+            .to_string()
+    };
+    assert!(text.starts_with("ADDRESS"), "{text}");
+    assert!(
+        line("127.207.0.3").contains("lame for example.test."),
+        "{text}"
+    );
+    for ip in ["127.207.0.1", "127.207.0.2", "127.207.0.6"] {
+        let l = line(ip);
+        assert!(l.trim_end().ends_with(" -"), "{ip} not held down: {l}");
+        let srtt: f64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(srtt >= 0.0 && srtt < 1000.0, "{l}");
+    }
+    let m = scrape(d.metrics_addr().unwrap()).await;
+    assert_eq!(
+        get(&m, r#"resolvd_upstream_servers_held_down{reason="lame"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(&m, r#"resolvd_upstream_servers_held_down{reason="dead"}"#),
+        0.0
+    );
+    assert!(get(&m, r#"resolvd_upstream_outcomes_total{outcome="lame"}"#) >= 1.0);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_pools_shows_members_health_and_selections() {
+    use resolvd::control::execute;
+    use resolvd::resolve::Refuse;
+    // .1 accepts the health probe's TCP connect; .2 has nothing listening.
+    let probe_target = std::net::TcpListener::bind("127.206.0.1:0").unwrap();
+    let port = probe_target.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("svc.test.zone"),
+        "$ORIGIN svc.test.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.1\n",
+    )
+    .unwrap();
+    let path = dir.path().join("resolvd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+threads = 2
+[control]
+enabled = false
+[metrics]
+listen = "127.0.0.1:0"
+[geo.regions]
+eu = ["10.1.0.0/16"]
+[[zone]]
+origin = "svc.test."
+file = "svc.test.zone"
+[[zone.pool]]
+name = "api"
+type = "A"
+answers = 1
+members = [
+  {{ value = "127.206.0.1", weight = 3, region = "eu" }},
+  {{ value = "127.206.0.2", weight = 1 }},
+]
+fallback = "all"
+health = {{ tcp_port = {port}, interval = "100ms", timeout = "200ms", fails = 1 }}
+"#
+        ),
+    )
+    .unwrap();
+    let cfg = resolvd::config::Config::load(&path).unwrap();
+    let d = resolvd::daemon::Daemon::start_with(
+        &cfg,
+        std::sync::Arc::new(Refuse),
+        std::sync::Arc::new(resolvd::metrics::Metrics::default()),
+    )
+    .await
+    .unwrap();
+    let addr = d.local_addrs()[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut text = execute(d.handler(), "pools");
+    while !text.contains(" down ") {
+        assert!(std::time::Instant::now() < deadline, "never down:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = execute(d.handler(), "pools");
+    }
+    for _ in 0..10 {
+        let r = ask(addr, "api.svc.test.", RecordType::A).await;
+        assert_eq!(addrs(&r), vec!["127.206.0.1".to_string()]);
+    }
+    let text = execute(d.handler(), "pools");
+    let cols = |member: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.contains(member))
+            .unwrap_or_else(|| panic!("no {member}:\n{text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        cols("127.206.0.1"),
+        ["api.svc.test.", "A", "127.206.0.1", "3", "eu", "up", "10"],
+        "{text}"
+    );
+    assert_eq!(
+        cols("127.206.0.2"),
+        ["api.svc.test.", "A", "127.206.0.2", "1", "-", "down", "0"],
+        "{text}"
+    );
+    let m = scrape(d.metrics_addr().unwrap()).await;
+    let key = |metric: &str, member: &str| {
+        format!(r#"{metric}{{pool="api.svc.test.",type="A",member="{member}"}}"#)
+    };
+    assert_eq!(
+        get(&m, &key("resolvd_pool_selections_total", "127.206.0.1")),
+        10.0
+    );
+    assert_eq!(get(&m, &key("resolvd_pool_member_up", "127.206.0.1")), 1.0);
+    assert_eq!(get(&m, &key("resolvd_pool_member_up", "127.206.0.2")), 0.0);
+    assert_eq!(get(&m, "resolvd_local_answers_total"), 10.0);
+    drop(probe_target);
     d.shutdown().await;
 }
