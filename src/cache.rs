@@ -45,7 +45,9 @@ pub struct AnswerCache {
     /// Keyed by lower-cased wire name, so the lookup walks the suffixes of
     /// a query's name bytes without decoding or allocating.
     nxdomains: Option<Cache<NxKey, Arc<NxDomain>, ahash::RandomState>>,
-    cfg: CacheConfig,
+    /// TTL policy; swapped whole by a reload (`max_size` keeps the value
+    /// the cache was built with).
+    cfg: Arc<arc_swap::ArcSwap<CacheConfig>>,
     /// Answers pushed out by the memory bound (not by expiry or flush).
     evictions: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -143,7 +145,7 @@ impl AnswerCache {
             answers,
             hash_keys: ahash::RandomState::new(),
             nxdomains,
-            cfg: cfg.clone(),
+            cfg: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
             evictions,
         }
     }
@@ -164,12 +166,13 @@ impl AnswerCache {
         qtype: RecordType,
         mut s: Sections,
     ) -> Option<Entry> {
+        let cfg = self.cfg.load();
         let negative = s.rcode == 3 || (s.rcode == 0 && s.answer.is_empty());
         let failure = s.rcode != 0 && s.rcode != 3;
         if negative {
             for r in s.authority.iter_mut() {
                 if let Some(RData::SOA(soa)) = r.data() {
-                    let ttl = r.ttl().min(soa.minimum()).min(self.cfg.max_negative_ttl);
+                    let ttl = r.ttl().min(soa.minimum()).min(cfg.max_negative_ttl);
                     r.set_ttl(ttl);
                 }
             }
@@ -180,7 +183,7 @@ impl AnswerCache {
                 .chain(s.authority.iter_mut())
                 .chain(s.additional.iter_mut())
             {
-                r.set_ttl(r.ttl().clamp(self.cfg.min_ttl, self.cfg.max_ttl));
+                r.set_ttl(r.ttl().clamp(cfg.min_ttl, cfg.max_ttl));
             }
         }
         // Only the SOA is needed after encoding; the sections move into it.
@@ -192,11 +195,11 @@ impl AnswerCache {
             .cloned();
         let mut a = WireAnswer::encode(qname, qtype, s).ok()?;
         if failure {
-            a.ttl = self.cfg.servfail_ttl;
+            a.ttl = cfg.servfail_ttl;
         } else if negative && soa.is_none() {
             // RFC 2308 §5 says not to cache it at all; a short floor
             // instead keeps a burst of the same question off the server.
-            a.ttl = self.cfg.negative_ttl_without_soa;
+            a.ttl = cfg.negative_ttl_without_soa;
         }
         let a = Arc::new(a);
         if a.ttl > 0 {
@@ -310,8 +313,17 @@ impl AnswerCache {
     }
 
     /// The policy in force.
-    pub fn config(&self) -> &CacheConfig {
-        &self.cfg
+    pub fn config(&self) -> arc_swap::Guard<Arc<CacheConfig>> {
+        self.cfg.load()
+    }
+
+    /// Applies a reloaded `[cache]` section: TTL clamps, negative and
+    /// failure TTLs, prefetch and serve-stale take effect for the next
+    /// answer. `max_size` is not resizable in place (a restart applies it).
+    pub fn set_config(&self, cfg: &CacheConfig) {
+        let mut next = cfg.clone();
+        next.max_size = self.cfg.load().max_size;
+        self.cfg.store(Arc::new(next));
     }
 }
 

@@ -2,7 +2,7 @@
 //! only its owner can flush the cache or read statistics.
 //!
 //! Protocol: one request line, one reply ending when the server closes.
-//! Requests: `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
+//! Requests: `reload`, `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
 //! `pools`, `servers`, `dump-cache FILE`, `load-cache FILE` (absolute paths: the daemon's
 //! working directory is not the client's).
 
@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 pub fn start(
     path: &Path,
     handler: Arc<Handler>,
+    reload: tokio::sync::mpsc::Sender<crate::daemon::ReloadRequest>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<()> {
@@ -41,6 +42,7 @@ pub fn start(
                 r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
             };
             let handler = handler.clone();
+            let reload = reload.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
@@ -48,13 +50,34 @@ pub fn start(
                 if rd.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let reply = execute(&handler, line.trim());
+                let reply = if line.trim() == "reload" {
+                    request_reload(&reload).await
+                } else {
+                    execute(&handler, line.trim())
+                };
                 let _ = wr.write_all(reply.as_bytes()).await;
             });
         }
         let _ = std::fs::remove_file(&path);
     });
     Ok(())
+}
+
+/// How long `control reload` waits for the outcome.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks the process to reload its configuration and waits for the outcome.
+async fn request_reload(
+    reload: &tokio::sync::mpsc::Sender<crate::daemon::ReloadRequest>,
+) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if reload.send(tx).await.is_err() {
+        return "error: this resolvd cannot reload (no configuration file)\n".into();
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
+        Ok(Ok(text)) => text,
+        _ => "error: reload did not finish\n".into(),
+    }
 }
 
 /// Runs one control command and returns its reply text.
@@ -92,7 +115,7 @@ pub fn execute(handler: &Handler, line: &str) -> String {
             Err(e) => format!("error: {e}\n"),
         },
         _ => format!(
-            "error: unknown command {line:?} (try: stats, flush, flush NAME, flush NAME subtree, \
+            "error: unknown command {line:?} (try: reload, stats, flush, flush NAME, flush NAME subtree, \
              dump-cache FILE, load-cache FILE, pools, servers)\n"
         ),
     }

@@ -389,16 +389,22 @@ impl Collector for Exporter {
     }
 }
 
-/// Binds `addr` now (so a bad address fails start-up or a reload) and
-/// serves `/metrics` on it until `shutdown`. Returns the bound address.
-pub fn start(
-    addr: SocketAddr,
+/// Binds the endpoint's address (separately from [`serve`], so a reload
+/// can fail on a taken address before it changes anything).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves `/metrics` on a bound listener until `shutdown`. Returns the
+/// bound address.
+pub fn serve(
+    std_listener: std::net::TcpListener,
     exporter: Arc<Exporter>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
     let listener = TcpListener::from_std(std_listener)?;
     tasks.spawn(async move {

@@ -96,7 +96,13 @@ pub struct Handler {
     pub zones: ArcSwap<LocalZones>,
     /// The answer cache.
     pub cache: AnswerCache,
-    resolver: Arc<dyn Resolve>,
+    /// Swapped whole by a reload that changes `[resolver]`; resolutions
+    /// already running finish on the one they started with.
+    resolver: ArcSwap<Arc<dyn Resolve>>,
+    /// Client prefixes allowed to query; swapped by a reload.
+    allow: ArcSwap<Vec<IpNet>>,
+    /// Longest wait for a resolution, in milliseconds; set by a reload.
+    query_deadline_ms: std::sync::atomic::AtomicU64,
     /// Resolutions in progress and who waits for them. A std Mutex: the
     /// critical sections are a map lookup, never held across an await.
     inflight: Mutex<HashMap<CacheKey, Waiters>>,
@@ -128,10 +134,14 @@ impl Handler {
             pending: tokio::sync::Semaphore::new(cfg.max_pending),
             cookies: cfg.cookies.map(CookieJar::new),
             limits: RateLimits::new(&cfg.ratelimit),
+            allow: ArcSwap::from_pointee(cfg.allow.clone()),
+            query_deadline_ms: std::sync::atomic::AtomicU64::new(
+                cfg.query_deadline.as_millis() as u64,
+            ),
             cfg,
             zones: ArcSwap::new(zones),
             cache,
-            resolver,
+            resolver: ArcSwap::from_pointee(resolver),
             inflight: Mutex::new(HashMap::new()),
             metrics,
             dnstap: arc_swap::ArcSwapOption::empty(),
@@ -144,7 +154,7 @@ impl Handler {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        self.cfg.allow.iter().any(|n| n.contains(&ip))
+        self.allow.load().iter().any(|n| n.contains(&ip))
     }
 
     fn context(
@@ -483,7 +493,8 @@ impl Handler {
             None
         };
         let rx = self.resolve_coalesced(q.key(), qname.clone(), qtype);
-        let deadline = self.cfg.query_deadline + Duration::from_millis(500);
+        let deadline = Duration::from_millis(self.query_deadline_ms.load(Ordering::Relaxed))
+            + Duration::from_millis(500);
         let entry = match &stale {
             Some(st) => {
                 let wait = self.cache.config().stale_answer_timeout.0;
@@ -549,7 +560,8 @@ impl Handler {
         let this = self.clone();
         let key: Box<[u8]> = key.into();
         tokio::spawn(async move {
-            let s = this.resolver.resolve(qname.clone(), qtype).await;
+            let resolver = this.resolver.load_full();
+            let s = resolver.resolve(qname.clone(), qtype).await;
             let entry = this
                 .cache
                 .store(&key, &qname, qtype, s)
@@ -565,6 +577,23 @@ impl Handler {
         rx
     }
 
+    /// Replaces the access list (reload).
+    pub fn set_allow(&self, allow: Vec<IpNet>) {
+        self.allow.store(Arc::new(allow));
+    }
+
+    /// Replaces the longest wait for a resolution (reload).
+    pub fn set_query_deadline(&self, d: Duration) {
+        self.query_deadline_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Replaces the resolver (reload of `[resolver]`); running resolutions
+    /// finish on the old one.
+    pub fn set_resolver(&self, resolver: Arc<dyn Resolve>) {
+        self.resolver.store(Arc::new(resolver));
+    }
+
     /// Replaces the local zones (SIGHUP reload).
     pub fn set_zones(&self, zones: Arc<LocalZones>) {
         self.zones.store(zones);
@@ -577,7 +606,7 @@ impl Handler {
             Some(n) => self.cache.flush_name(n, subtree),
             None => self.cache.flush_all(),
         }
-        self.resolver.flush(name, subtree);
+        self.resolver.load().flush(name, subtree);
     }
 
     /// Starts, replaces or (None) stops dnstap logging.
@@ -593,7 +622,7 @@ impl Handler {
 
     /// What the resolver knows about upstream servers (infra cache).
     pub fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
-        self.resolver.servers()
+        self.resolver.load().servers()
     }
 
     /// `stats` text for the control socket.

@@ -52,6 +52,9 @@ enum Command {
 enum ControlAction {
     /// Print counters and cache statistics.
     Stats,
+    /// Re-read the configuration file and apply it (as SIGHUP does); prints
+    /// what changed, or every error and keeps the old configuration.
+    Reload,
     /// Remove cached answers: all, one name, or a name and everything below.
     Flush {
         /// Name to flush; all when absent.
@@ -154,6 +157,12 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
         })?,
         None => Config::embedded_default(),
     };
+    apply_overrides(cli, &mut cfg);
+    Ok(cfg)
+}
+
+/// The command line wins over the file, at start and at every reload.
+fn apply_overrides(cli: &Cli, cfg: &mut Config) {
     if !cli.listen.is_empty() {
         cfg.server.listen = cli.listen.clone();
     }
@@ -164,7 +173,6 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     if let Some(t) = cli.threads {
         cfg.server.threads = t;
     }
-    Ok(cfg)
 }
 
 fn run(cli: &Cli) -> ExitCode {
@@ -222,23 +230,21 @@ async fn serve(cli: &Cli, cfg: Config, log_filter: LogFilter) -> ExitCode {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
+    let mut reloads = daemon.take_reload_requests();
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                // MONOTONIC_USEC lets systemd tell this reload from an
-                // earlier one (sd_notify(3), Type=notify-reload).
-                let mut states = vec![sd_notify::NotifyState::Reloading];
-                if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
-                    states.push(t);
+                reload_notifying(cli, &daemon, &log_filter);
+            }
+            Some(reply) = async {
+                match reloads.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
                 }
-                notify(&states);
-                reload(cli, &daemon, &log_filter);
-                notify(&[
-                    sd_notify::NotifyState::Ready,
-                    sd_notify::NotifyState::Status("serving"),
-                ]);
+            } => {
+                let _ = reply.send(reload_notifying(cli, &daemon, &log_filter));
             }
         }
     }
@@ -286,7 +292,7 @@ fn init_logging(log: &resolvd::config::LogConfig) -> LogFilter {
 /// One line that says what this process is and does: what an operator
 /// looks for first in a log.
 fn startup_summary(cfg: &Config, daemon: &Daemon) {
-    let list = |v: &[SocketAddr]| {
+    let list = |v: Vec<SocketAddr>| {
         v.iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
@@ -317,30 +323,59 @@ fn notify(states: &[sd_notify::NotifyState]) {
     }
 }
 
-/// SIGHUP: re-read the file and swap zones; a bad file changes nothing.
-fn reload(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) {
-    let Some(path) = &cli.config else {
-        tracing::warn!("SIGHUP ignored: no --config file to reload");
-        return;
-    };
-    match Config::load(path) {
-        // Zones and the TLS certificate are validated by the swap itself;
-        // nothing else is reloaded.
-        Ok(cfg) => match daemon.reload(&cfg) {
-            Ok(()) => {
-                if std::env::var_os("RUST_LOG").is_none() {
-                    let _ = log_filter.reload(tracing_subscriber::EnvFilter::new(&cfg.log.level));
-                }
-                tracing::info!("reloaded {}", path.display())
-            }
-            Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
-        },
-        Err(errs) => {
-            for e in errs {
-                tracing::error!("reload rejected, old configuration kept: {e}");
-            }
-        }
+/// A reload (SIGHUP or `control reload`) between RELOADING=1 and READY=1,
+/// as systemd expects; returns the text for `control reload`.
+fn reload_notifying(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) -> String {
+    // MONOTONIC_USEC lets systemd tell this reload from an earlier one
+    // (sd_notify(3), Type=notify-reload).
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+        states.push(t);
     }
+    notify(&states);
+    let text = reload(cli, daemon, log_filter);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    text
+}
+
+/// Re-reads the file and applies it whole; a bad file changes nothing and
+/// every error is logged and returned.
+fn reload(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) -> String {
+    let Some(path) = &cli.config else {
+        tracing::warn!("reload ignored: no --config file to reload");
+        return "error: no --config file to reload\n".into();
+    };
+    let mut cfg = match load_checked(path) {
+        Ok(c) => c,
+        Err(errs) => return rejected(&errs),
+    };
+    apply_overrides(cli, &mut cfg);
+    match daemon.reload(&cfg) {
+        Ok(report) => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                let _ = log_filter.reload(tracing_subscriber::EnvFilter::new(&cfg.log.level));
+            }
+            tracing::info!("reloaded {}: {report}", path.display());
+            for k in &report.needs_restart {
+                tracing::warn!("reload: {k} changed; the new value takes effect at the next restart");
+            }
+            format!("ok reloaded {}: {report}\n", path.display())
+        }
+        Err(e) => rejected(&e.0),
+    }
+}
+
+fn rejected(errs: &[String]) -> String {
+    let mut text = String::new();
+    for e in errs {
+        tracing::error!("reload rejected, old configuration kept: {e}");
+        text.push_str(&format!("error: {e}\n"));
+    }
+    text.push_str("error: reload rejected, old configuration kept\n");
+    text
 }
 
 fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow::Result<()> {
@@ -366,6 +401,7 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
     };
     let line = match action {
         ControlAction::Stats => "stats".to_string(),
+        ControlAction::Reload => "reload".to_string(),
         ControlAction::Flush { name: None, .. } => "flush".to_string(),
         ControlAction::Flush {
             name: Some(n),
