@@ -354,7 +354,8 @@ impl Daemon {
         let metrics_listener = match cfg.metrics.listen {
             Some(addr) => Some((
                 addr,
-                crate::exporter::bind(addr).map_err(|source| StartError::Metrics { addr, source })?,
+                crate::exporter::bind(addr)
+                    .map_err(|source| StartError::Metrics { addr, source })?,
             )),
             None => None,
         };
@@ -494,7 +495,9 @@ impl Daemon {
     pub fn reload(&self, cfg: &Config) -> Result<ReloadReport, ReloadError> {
         let old = lock(&self.current).clone();
         let mut errors: Vec<String> = Vec::new();
-        let zones = build_zones(cfg).map_err(|e| errors.push(e.to_string())).ok();
+        let zones = build_zones(cfg)
+            .map_err(|e| errors.push(e.to_string()))
+            .ok();
         // Certificate: loaded (and so checked) now, swapped in below.
         let tls_files = if cfg.needs_tls() {
             match cfg.tls_files() {
@@ -514,8 +517,7 @@ impl Daemon {
             None
         };
         let resolver_changed = self.owns_resolver
-            && (differs(&old.resolver, &cfg.resolver)
-                || differs(&old.base_dir, &cfg.base_dir));
+            && (differs(&old.resolver, &cfg.resolver) || differs(&old.base_dir, &cfg.base_dir));
         let resolver = if resolver_changed {
             build_resolver(cfg, self.handler.metrics.clone())
                 .map_err(|e| errors.push(e.to_string()))
@@ -653,7 +655,9 @@ impl Daemon {
                 let l = self
                     .spawner
                     .spawn(p, tls.as_ref(), self.shutdown.child_token());
-                report.changed.push(format!("{} +{}", l.kind.key(), l.bound));
+                report
+                    .changed
+                    .push(format!("{} +{}", l.kind.key(), l.bound));
                 have.push(l);
             }
         }
@@ -663,17 +667,41 @@ impl Daemon {
         let s = (&old.server, &cfg.server);
         for (key, changed) in [
             ("threads", s.0.threads != s.1.threads),
-            ("udp_payload_size", s.0.udp_payload_size != s.1.udp_payload_size),
-            ("tcp_idle_timeout", s.0.tcp_idle_timeout != s.1.tcp_idle_timeout),
-            ("tcp_max_connections", s.0.tcp_max_connections != s.1.tcp_max_connections),
-            ("tcp_max_inflight", s.0.tcp_max_inflight != s.1.tcp_max_inflight),
+            (
+                "udp_payload_size",
+                s.0.udp_payload_size != s.1.udp_payload_size,
+            ),
+            (
+                "tcp_idle_timeout",
+                s.0.tcp_idle_timeout != s.1.tcp_idle_timeout,
+            ),
+            (
+                "tcp_max_connections",
+                s.0.tcp_max_connections != s.1.tcp_max_connections,
+            ),
+            (
+                "tcp_max_inflight",
+                s.0.tcp_max_inflight != s.1.tcp_max_inflight,
+            ),
             ("shutdown_grace", s.0.shutdown_grace != s.1.shutdown_grace),
-            ("proxy_protocol_from", differs(&s.0.proxy_protocol_from, &s.1.proxy_protocol_from)),
-            ("cookies", s.0.cookies != s.1.cookies || s.0.cookie_secret != s.1.cookie_secret),
+            (
+                "proxy_protocol_from",
+                differs(&s.0.proxy_protocol_from, &s.1.proxy_protocol_from),
+            ),
+            (
+                "cookies",
+                s.0.cookies != s.1.cookies || s.0.cookie_secret != s.1.cookie_secret,
+            ),
             ("ratelimit", differs(&s.0.ratelimit, &s.1.ratelimit)),
-            ("max_pending", old.resolver.max_pending != cfg.resolver.max_pending),
+            (
+                "max_pending",
+                old.resolver.max_pending != cfg.resolver.max_pending,
+            ),
             ("cache.max_size", old.cache.max_size != cfg.cache.max_size),
-            ("cache.persist", differs(&old.cache.persist, &cfg.cache.persist)),
+            (
+                "cache.persist",
+                differs(&old.cache.persist, &cfg.cache.persist),
+            ),
             ("control", differs(&old.control, &cfg.control)),
         ] {
             if changed {

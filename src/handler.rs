@@ -136,7 +136,7 @@ impl Handler {
             limits: RateLimits::new(&cfg.ratelimit),
             allow: ArcSwap::from_pointee(cfg.allow.clone()),
             query_deadline_ms: std::sync::atomic::AtomicU64::new(
-                cfg.query_deadline.as_millis() as u64,
+                cfg.query_deadline.as_millis() as u64
             ),
             cfg,
             zones: ArcSwap::new(zones),

@@ -360,7 +360,9 @@ fn reload(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) -> String {
             }
             tracing::info!("reloaded {}: {report}", path.display());
             for k in &report.needs_restart {
-                tracing::warn!("reload: {k} changed; the new value takes effect at the next restart");
+                tracing::warn!(
+                    "reload: {k} changed; the new value takes effect at the next restart"
+                );
             }
             format!("ok reloaded {}: {report}\n", path.display())
         }

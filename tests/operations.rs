@@ -721,3 +721,232 @@ health = {{ tcp_port = {port}, interval = "100ms", timeout = "200ms", fails = 1 
     drop(probe_target);
     d.shutdown().await;
 }
+
+/// `[[zone]]` tables parsed on their own, to splice into a configuration.
+fn zones_from(toml: &str) -> Vec<resolvd::zones::ZoneConfig> {
+    resolvd::config::Config::parse(toml, "zones.toml")
+        .expect("zone tables parse")
+        .zone
+}
+
+const LOCAL_ZONE: &str = r#"
+[[zone]]
+origin = "local.test."
+[[zone.pool]]
+name = "api"
+type = "A"
+members = [{ value = "192.0.2.77", weight = 1 }]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_applies_each_setting_group_and_a_bad_one_changes_nothing() {
+    let sim = Sim::start(world(208)).await;
+    let cfg = config_for(&sim);
+    let (d, addr) = start(&cfg).await;
+    let r = ask(addr, "www.example.test.", RecordType::A).await;
+    assert_eq!(r.answers()[0].ttl(), 300);
+
+    // Zones, cache TTL clamps, resolver budgets, a second listener, the
+    // metrics endpoint, all in one reload.
+    let mut next = cfg.clone();
+    next.zone = zones_from(LOCAL_ZONE);
+    next.cache.max_ttl = 60;
+    next.resolver.max_upstream_queries = 40;
+    next.server
+        .listen
+        .push("127.208.0.50:0".parse::<SocketAddr>().unwrap());
+    next.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    next.server.threads = 3;
+    let report = d.reload(&next).expect("reload accepted");
+    let text = report.to_string();
+    for what in [
+        "zones",
+        "cache",
+        "resolver",
+        "metrics",
+        "listen +127.208.0.50:",
+    ] {
+        assert!(text.contains(what), "{what} not in {text}");
+    }
+    assert_eq!(report.needs_restart, vec!["threads".to_string()], "{text}");
+    assert_eq!(d.local_addrs().len(), 2);
+    assert_eq!(d.local_addrs()[0], addr, "the unchanged socket is kept");
+    let second = d.local_addrs()[1];
+    let r = ask(second, "api.local.test.", RecordType::A).await;
+    assert_eq!(addrs(&r), vec!["192.0.2.77".to_string()]);
+    let r = ask(addr, "mail.example.test.", RecordType::A).await;
+    assert_eq!(r.answers()[0].ttl(), 60, "max_ttl applies to new answers");
+    let maddr = d
+        .metrics_addr()
+        .expect("metrics endpoint started by reload");
+    let m = scrape(maddr).await;
+    assert_eq!(get(&m, "resolvd_local_answers_total"), 1.0);
+
+    // The access list; the first address removed, the metrics endpoint off.
+    let mut third = next.clone();
+    third.server.allow = vec!["10.0.0.0/8".parse().unwrap()];
+    third.server.listen = vec!["127.208.0.50:0".parse().unwrap()];
+    third.metrics.listen = None;
+    let text = d.reload(&third).expect("reload accepted").to_string();
+    assert!(
+        text.contains("allow") && text.contains("listen -"),
+        "{text}"
+    );
+    assert_eq!(d.local_addrs(), vec![second]);
+    let r = ask(second, "www.example.test.", RecordType::A).await;
+    assert_eq!(r.response_code(), ResponseCode::Refused);
+    assert!(
+        query_udp(addr, "www.example.test.", RecordType::A, 500)
+            .await
+            .is_none(),
+        "the removed address is closed"
+    );
+    assert!(d.metrics_addr().is_none());
+    assert!(tokio::net::TcpStream::connect(maddr).await.is_err());
+
+    // A bad zone and a taken address: rejected whole, nothing changes.
+    let taken = std::net::UdpSocket::bind("127.208.0.60:0").unwrap();
+    let mut bad = next.clone();
+    bad.zone = zones_from(&LOCAL_ZONE.replace("192.0.2.77", "not-an-address"));
+    bad.server.listen.push(taken.local_addr().unwrap());
+    let err = d.reload(&bad).expect_err("bad reload rejected");
+    assert_eq!(err.0.len(), 2, "both problems reported: {err}");
+    assert!(err.to_string().contains("not-an-address"), "{err}");
+    assert_eq!(d.local_addrs(), vec![second]);
+    let r = ask(second, "www.example.test.", RecordType::A).await;
+    assert_eq!(
+        r.response_code(),
+        ResponseCode::Refused,
+        "the old access list still applies"
+    );
+    d.shutdown().await;
+}
+
+#[test]
+fn control_reload_reports_changes_and_rejects_a_bad_file_with_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port("127.209.0.1");
+    let sock = dir.path().join("control.sock");
+    let cfg = dir.path().join("resolvd.toml");
+    let text = |allow: &str| {
+        format!(
+            "[server]\nlisten = [\"127.209.0.1:{port}\"]\nallow = [{allow}]\n\
+             [control]\nsocket = \"{}\"\n",
+            sock.display()
+        )
+    };
+    std::fs::write(&cfg, text("\"127.0.0.0/8\"")).unwrap();
+    let _p = Process(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn resolvd"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let control = |cmd: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["control", "--socket"])
+            .arg(&sock)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    std::fs::write(&cfg, text("\"127.0.0.0/8\", \"::1/128\"")).unwrap();
+    let (ok, out) = control("reload");
+    assert!(
+        ok && out.contains("ok reloaded") && out.contains("changed: allow"),
+        "{out}"
+    );
+
+    std::fs::write(&cfg, text("\"127.0.0.0/33\"") + "bogus_key = 1\n").unwrap();
+    let (ok, out) = control("reload");
+    assert!(!ok, "{out}");
+    assert!(out.contains("resolvd.toml:3: allow: "), "{out}");
+    assert!(out.contains("old configuration kept"), "{out}");
+    let (ok, out) = control("stats");
+    assert!(ok && out.contains("queries"), "still serving: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_under_load_loses_no_query() {
+    let sim = Sim::start(world(209)).await;
+    let cfg = config_for(&sim);
+    let (d, addr) = start(&cfg).await;
+    ask(addr, "www.example.test.", RecordType::A).await;
+    let d = std::sync::Arc::new(d);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Clients sending continuously: UDP and one TCP connection.
+    let udp = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut answered) = (0u32, 0u32);
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && sent < 20_000
+                && std::time::Instant::now() < until
+            {
+                sent += 1;
+                if let Some(r) = query_udp(addr, "www.example.test.", RecordType::A, 2000).await {
+                    if r.response_code() == ResponseCode::NoError {
+                        answered += 1;
+                    }
+                }
+            }
+            (sent, answered)
+        })
+    };
+    let tcp = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut s = tcp_connect(addr, 2000).await.expect("TCP connect");
+            let (mut sent, mut answered) = (0u32, 0u32);
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && sent < 20_000
+                && std::time::Instant::now() < until
+            {
+                sent += 1;
+                let q = make_query("www.example.test.", RecordType::A, false);
+                if tcp_write_msg(&mut s, &q).await.is_err() {
+                    break;
+                }
+                if tcp_read_msg(&mut s, 2000).await.is_some() {
+                    answered += 1;
+                }
+            }
+            (sent, answered)
+        })
+    };
+    let mut other = cfg.clone();
+    other.zone = zones_from(LOCAL_ZONE);
+    other.cache.max_ttl = 3600;
+    other.resolver.max_upstream_queries = 50;
+    other
+        .server
+        .listen
+        .push("127.209.0.70:0".parse::<SocketAddr>().unwrap());
+    other.server.allow.push("10.0.0.0/8".parse().unwrap());
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let next = if i % 2 == 0 { &other } else { &cfg };
+        d.reload(next).expect("reload accepted");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (us, ua) = udp.await.unwrap();
+    let (ts, ta) = tcp.await.unwrap();
+    eprintln!("reload under load: udp {ua}/{us}, tcp {ta}/{ts}");
+    assert!(us > 100 && ts > 100, "load was sent: udp {us}, tcp {ts}");
+    assert_eq!(ua, us, "UDP queries lost across 20 reloads");
+    assert_eq!(ta, ts, "TCP queries lost across 20 reloads");
+}
