@@ -98,7 +98,7 @@ impl Expiry<NxKey, Arc<NxDomain>> for NxExpiry {
         v: &Arc<NxDomain>,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(v.soa.ttl() as u64))
+        Some(Duration::from_secs(v.soa.ttl as u64))
     }
 }
 
@@ -171,9 +171,9 @@ impl AnswerCache {
         let failure = s.rcode != 0 && s.rcode != 3;
         if negative {
             for r in s.authority.iter_mut() {
-                if let Some(RData::SOA(soa)) = r.data() {
-                    let ttl = r.ttl().min(soa.minimum()).min(cfg.max_negative_ttl);
-                    r.set_ttl(ttl);
+                if let RData::SOA(soa) = &r.data {
+                    let ttl = r.ttl.min(soa.minimum).min(cfg.max_negative_ttl);
+                    r.ttl = ttl;
                 }
             }
         } else {
@@ -183,7 +183,7 @@ impl AnswerCache {
                 .chain(s.authority.iter_mut())
                 .chain(s.additional.iter_mut())
             {
-                r.set_ttl(r.ttl().clamp(cfg.min_ttl, cfg.max_ttl));
+                r.ttl = r.ttl.clamp(cfg.min_ttl, cfg.max_ttl);
             }
         }
         // Only the SOA is needed after encoding; the sections move into it.
@@ -229,10 +229,10 @@ impl AnswerCache {
             let suffix = name.get(at..).unwrap_or(&[]);
             if let Some(e) = nx.get(suffix) {
                 let age = e.stored_at.elapsed().as_secs() as u32;
-                let left = e.soa.ttl().saturating_sub(age);
+                let left = e.soa.ttl.saturating_sub(age);
                 if left > 0 {
                     let mut soa = e.soa.clone();
-                    soa.set_ttl(left);
+                    soa.ttl = left;
                     return Some(soa);
                 }
             }
@@ -365,7 +365,7 @@ mod tests {
 
     fn sections(name: &Name, i: u32) -> Sections {
         let mut r = Record::from_rdata(name.clone(), 3600, RData::A(A(Ipv4Addr::from(i))));
-        r.set_dns_class(hickory_proto::rr::DNSClass::IN);
+        r.dns_class = hickory_proto::rr::DNSClass::IN;
         Sections {
             answer: vec![r],
             ..Sections::default()

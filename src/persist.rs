@@ -248,8 +248,7 @@ fn decode(msg: &[u8], elapsed: u32) -> Option<(Name, RecordType, Sections)> {
             if r.record_type() == RecordType::OPT {
                 continue;
             }
-            let ttl = r.ttl().saturating_sub(elapsed);
-            r.set_ttl(ttl);
+            r.ttl = r.ttl.saturating_sub(elapsed);
             v.push(r);
         }
         Some(v)

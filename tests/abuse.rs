@@ -47,7 +47,7 @@ async fn burst(from: IpAddr, server: SocketAddr, name: &str, n: u16) -> Tally {
     let sock = UdpSocket::bind(SocketAddr::new(from, 0)).await.unwrap();
     for i in 0..n {
         let mut q = make_query(name, RecordType::A, false);
-        q.set_id(i);
+        q.metadata.id = i;
         sock.send_to(&q.to_vec().unwrap(), server).await.unwrap();
     }
     let mut t = Tally::default();
@@ -55,11 +55,11 @@ async fn burst(from: IpAddr, server: SocketAddr, name: &str, n: u16) -> Tally {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
     while let Ok(Ok((len, _))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
         let m = Message::from_vec(&buf[..len]).expect("a DNS reply");
-        if m.truncated() {
-            assert!(m.answers().is_empty(), "a slip carries no records");
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "a slip carries no records");
             t.truncated += 1;
         } else {
-            assert_eq!(m.answers().len(), 2);
+            assert_eq!(m.answers.len(), 2);
             t.full += 1;
         }
     }
@@ -116,13 +116,13 @@ async fn tcp_is_never_rate_limited() {
             .await
             .unwrap();
         let m = tcp_read_msg(&mut s, T).await.expect("answered over TCP");
-        assert_eq!(m.answers().len(), 2);
+        assert_eq!(m.answers.len(), 2);
     }
 }
 
 fn with_cookie(name: &str, cookie: &[u8]) -> Message {
     let mut q = make_query(name, RecordType::A, true);
-    let mut e = q.extensions().clone().unwrap_or_default();
+    let mut e = q.edns.clone().unwrap_or_default();
     e.options_mut()
         .insert(EdnsOption::Unknown(10, cookie.to_vec()));
     q.set_edns(e);
@@ -130,7 +130,7 @@ fn with_cookie(name: &str, cookie: &[u8]) -> Message {
 }
 
 fn reply_cookie(m: &Message) -> Option<Vec<u8>> {
-    match m.extensions().as_ref()?.option(EdnsCode::Cookie)? {
+    match m.edns.as_ref()?.option(EdnsCode::Cookie)? {
         EdnsOption::Unknown(10, data) => Some(data.clone()),
         _ => None,
     }
@@ -148,33 +148,33 @@ async fn client_cookie_gets_a_server_cookie_and_a_bad_one_gets_badcookie() {
     assert_eq!(cookie.len(), 24);
     assert_eq!(&cookie[..8], &CLIENT_COOKIE, "our client cookie echoed");
     assert_eq!(cookie[8], 1, "RFC 9018 version 1");
-    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.answers.len(), 2);
 
     // The server cookie it gave works; one it did not give gets BADCOOKIE
     // (extended RCODE 23) with a fresh cookie, over UDP...
     let m = exchange_udp(addr, &with_cookie("c.example.test.", &cookie), T)
         .await
         .unwrap();
-    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.answers.len(), 2);
     let mut forged = cookie.clone();
     forged[20] ^= 0xff;
     let m = exchange_udp(addr, &with_cookie("c.example.test.", &forged), T)
         .await
         .unwrap();
-    assert_eq!(u16::from(m.response_code()), 23, "{m:?}");
-    assert!(m.answers().is_empty());
+    assert_eq!(u16::from(m.metadata.response_code), 23, "{m:?}");
+    assert!(m.answers.is_empty());
     let fresh = reply_cookie(&m).expect("a fresh cookie with BADCOOKIE");
     assert_eq!(&fresh[..8], &CLIENT_COOKIE);
     // ...and an answer over TCP, which proves the address by itself.
     let m = exchange_tcp(addr, &with_cookie("c.example.test.", &forged), T)
         .await
         .unwrap();
-    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.answers.len(), 2);
     // A malformed cookie option (5 bytes) is a FORMERR (RFC 7873 §5.2.2).
     let m = exchange_udp(addr, &with_cookie("c.example.test.", &[1, 2, 3, 4, 5]), T)
         .await
         .unwrap();
-    assert_eq!(u16::from(m.response_code()), 1);
+    assert_eq!(u16::from(m.metadata.response_code), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -197,7 +197,7 @@ async fn valid_server_cookie_is_exempt_from_rate_limiting() {
         let m = exchange_udp_from(from, addr, &with_cookie("v.example.test.", &cookie), T)
             .await
             .unwrap_or_else(|| panic!("query {i} with a valid cookie was limited"));
-        assert_eq!(m.answers().len(), 2);
+        assert_eq!(m.answers.len(), 2);
     }
     // Without the cookie, the same address is limited.
     let plain = burst(from, addr, "v.example.test.", 20).await;

@@ -54,7 +54,7 @@ fn seen(sim: &Sim, name: &str) -> usize {
 }
 
 fn ttl(m: &Message) -> u32 {
-    m.answers().first().map(|r| r.ttl()).expect("an answer")
+    m.answers.first().map(|r| r.ttl).expect("an answer")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,13 +70,13 @@ async fn repeated_query_is_answered_from_cache_with_ttl_counting_down() {
     let t = ttl(&second);
     assert!((297..=298).contains(&t), "TTL aged by the 2 s waited: {t}");
     assert_eq!(
-        second.answers(),
+        second.answers,
         &first
-            .answers()
+            .answers
             .iter()
             .map(|r| {
                 let mut r = r.clone();
-                r.set_ttl(t);
+                r.ttl = t;
                 r
             })
             .collect::<Vec<_>>()[..]
@@ -124,21 +124,21 @@ async fn negative_answers_are_cached_with_soa_ttl() {
     let sim = Sim::start(world(153)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let nx = ask(addr, "nope.example.test.", RecordType::A).await;
-    assert_eq!(nx.response_code(), ResponseCode::NXDomain);
-    let soa_ttl = nx.name_servers()[0].ttl();
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    let soa_ttl = nx.authorities[0].ttl;
     assert_eq!(soa_ttl, 120, "min(SOA TTL 300, MINIMUM 120)");
     let again = ask(addr, "nope.example.test.", RecordType::A).await;
-    assert_eq!(again.response_code(), ResponseCode::NXDomain);
-    assert_eq!(again.name_servers()[0].record_type(), RecordType::SOA);
+    assert_eq!(again.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(again.authorities[0].record_type(), RecordType::SOA);
     assert_eq!(seen(&sim, "nope.example.test."), 1);
     // RFC 8020: below an NXDOMAIN nothing exists either.
     let below = ask(addr, "deeper.nope.example.test.", RecordType::AAAA).await;
-    assert_eq!(below.response_code(), ResponseCode::NXDomain);
+    assert_eq!(below.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(seen(&sim, "deeper.nope.example.test."), 0);
     // NODATA is cached too.
     let nodata = ask(addr, "www.example.test.", RecordType::TXT).await;
-    assert!(nodata.answers().is_empty());
-    assert_eq!(nodata.name_servers()[0].record_type(), RecordType::SOA);
+    assert!(nodata.answers.is_empty());
+    assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
     ask(addr, "www.example.test.", RecordType::TXT).await;
     let txt_queries = sim
         .server("ns1.example.test.")
@@ -172,8 +172,8 @@ async fn concurrent_identical_queries_cause_one_upstream_query() {
     for t in tasks {
         let (name, m) = t.await.unwrap();
         let m = m.expect("answered");
-        assert_eq!(m.answers().len(), 1);
-        assert_eq!(m.queries()[0].name().to_string(), name);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.queries[0].name().to_string(), name);
     }
     assert_eq!(seen(&sim, "www.example.test."), 1);
 }
@@ -188,7 +188,7 @@ async fn prefetch_refreshes_a_hot_entry_before_it_expires() {
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let m = ask(addr, "hot.example.test.", RecordType::A).await;
-        assert_eq!(m.answers().len(), 1, "clients never see a miss");
+        assert_eq!(m.answers.len(), 1, "clients never see a miss");
     }
     assert!(seen(&sim, "hot.example.test.") >= 2, "refreshed upstream");
 }
@@ -211,9 +211,9 @@ async fn stale_answer_is_served_when_servers_go_silent_until_stale_max() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let q = make_query("tiny.example.test.", RecordType::A, true);
     let m = exchange_udp(addr, &q, T).await.unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(ttl(&m), 30, "stale TTL");
-    let ede = m.extensions().as_ref().and_then(|e| {
+    let ede = m.edns.as_ref().and_then(|e| {
         e.option(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))
             .cloned()
     });
@@ -225,7 +225,11 @@ async fn stale_answer_is_served_when_servers_go_silent_until_stale_max() {
     }
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let m = ask(addr, "tiny.example.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail, "past stale_max");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::ServFail,
+        "past stale_max"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,7 +241,7 @@ async fn glue_is_never_returned_as_an_answer() {
     let m = ask(addr, "ns1.example.test.", RecordType::A).await;
     // The authoritative copy (TTL 300), not the glue (TTL 86400).
     assert!(ttl(&m) <= 300, "TTL {}", ttl(&m));
-    assert!(m.name_servers().is_empty() && m.additionals().is_empty());
+    assert!(m.authorities.is_empty() && m.additionals.is_empty());
     assert_eq!(seen(&sim, "ns1.example.test."), 1, "asked the zone itself");
 }
 
@@ -246,10 +250,10 @@ async fn cached_cname_target_is_answered_from_rrsets() {
     let sim = Sim::start(world(158)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "alias.example.test.", RecordType::A).await;
-    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.answers.len(), 2);
     let before = sim.total_queries();
     let m = ask(addr, "www.example.test.", RecordType::A).await;
-    assert!(matches!(m.answers()[0].data(), Some(RData::A(_))));
+    assert!(matches!(m.answers[0].data, RData::A(_)));
     assert_eq!(
         sim.total_queries(),
         before,
@@ -288,11 +292,11 @@ async fn resolution_failure_is_remembered_briefly() {
     cfg.cache.servfail_ttl = 2;
     let (_d, addr) = start(&cfg).await;
     let m = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     let asked = seen(&sim, "www.example.test.");
     assert!(asked >= 1);
     let again = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(again.response_code(), ResponseCode::ServFail);
+    assert_eq!(again.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(
         seen(&sim, "www.example.test."),
         asked,
@@ -303,7 +307,7 @@ async fn resolution_failure_is_remembered_briefly() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let later = ask(addr, "www.example.test.", RecordType::A).await;
     assert_eq!(
-        later.response_code(),
+        later.metadata.response_code,
         ResponseCode::NoError,
         "retried after servfail_ttl"
     );

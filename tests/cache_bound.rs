@@ -43,7 +43,7 @@ async fn cache_stays_under_max_size_while_200k_names_are_resolved() {
                 let got = tokio::time::timeout(Duration::from_secs(3), sock.recv(&mut buf)).await;
                 if let Ok(Ok(len)) = got {
                     let m = Message::from_vec(&buf[..len]).unwrap();
-                    answered += (m.answers().len() == 1) as usize;
+                    answered += (m.answers.len() == 1) as usize;
                 }
             }
             answered

@@ -41,7 +41,7 @@ async fn still_serving(addr: SocketAddr) {
     let m = query_udp(addr, "alive.test.", RecordType::A, T)
         .await
         .expect("server still answers");
-    assert_eq!(m.queries()[0].name().to_string(), "alive.test.");
+    assert_eq!(m.queries[0].name().to_string(), "alive.test.");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,9 +50,9 @@ async fn udp_query_is_answered_servfail_without_a_resolver() {
     let m = query_udp(addr, "example.com.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert!(m.recursion_available());
-    assert_eq!(m.queries()[0].name().to_string(), "example.com.");
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.metadata.recursion_available);
+    assert_eq!(m.queries[0].name().to_string(), "example.com.");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,8 +61,8 @@ async fn udp_query_gets_the_resolvers_answer() {
     let m = query_udp(addr, "example.com.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,10 +82,10 @@ async fn tcp_pipelined_queries_are_answered_on_one_connection() {
         let m = tcp_read_msg(&mut s, T)
             .await
             .expect("answer on the same connection");
-        assert_eq!(m.answers().len(), 1);
-        ids.push(m.id());
+        assert_eq!(m.answers.len(), 1);
+        ids.push(m.metadata.id);
     }
-    let mut want: Vec<u16> = qs.iter().map(|q| q.id()).collect();
+    let mut want: Vec<u16> = qs.iter().map(|q| q.metadata.id).collect();
     want.sort();
     ids.sort();
     assert_eq!(ids, want);
@@ -234,11 +234,11 @@ async fn opt_is_echoed_with_our_payload_size() {
     let (_d, addr) = daemon(&cfg(), Arc::new(Fixed { n: 1, delay_ms: 0 })).await;
     let q = make_query("x.test.", RecordType::A, true);
     let m = exchange_udp(addr, &q, T).await.unwrap();
-    let e = m.extensions().as_ref().expect("OPT in reply");
+    let e = m.edns.as_ref().expect("OPT in reply");
     assert_eq!(e.max_payload(), 1232);
     let q = make_query("x.test.", RecordType::A, false);
     let m = exchange_udp(addr, &q, T).await.unwrap();
-    assert!(m.extensions().is_none(), "no OPT without one in the query");
+    assert!(m.edns.is_none(), "no OPT without one in the query");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,7 +251,7 @@ async fn unknown_edns_version_gets_badvers() {
     q.set_edns(e);
     let m = exchange_udp(addr, &q, T).await.unwrap();
     // RCODE 16 is both BADVERS and BADSIG; hickory names it the latter.
-    assert_eq!(u16::from(m.response_code()), 16);
+    assert_eq!(u16::from(m.metadata.response_code), 16);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,17 +259,17 @@ async fn oversized_udp_reply_is_truncated_and_complete_over_tcp() {
     let (_d, addr) = daemon(&cfg(), Arc::new(Fixed { n: 60, delay_ms: 0 })).await;
     let q = make_query("big.test.", RecordType::A, false);
     let m = exchange_udp(addr, &q, T).await.unwrap();
-    assert!(m.truncated(), "60 A records exceed 512 bytes");
-    assert!(m.answers().is_empty());
+    assert!(m.metadata.truncation, "60 A records exceed 512 bytes");
+    assert!(m.answers.is_empty());
     let m = exchange_tcp(addr, &q, T).await.unwrap();
-    assert!(!m.truncated());
-    assert_eq!(m.answers().len(), 60);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 60);
     // With a 4096-byte EDNS buffer the same answer fits in UDP.
     let mut q = make_query("big.test.", RecordType::A, true);
-    q.extensions_mut().as_mut().unwrap().set_max_payload(4096);
+    q.edns.as_mut().unwrap().set_max_payload(4096);
     let m = exchange_udp(addr, &q, T).await.unwrap();
-    assert!(!m.truncated());
-    assert_eq!(m.answers().len(), 60);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 60);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,8 +287,8 @@ async fn clients_outside_allow_are_refused() {
     )
     .await
     .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::Refused);
-    assert!(m.answers().is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
     let m = query_udp_from(
         "127.0.0.1".parse().unwrap(),
         addr,
@@ -298,7 +298,7 @@ async fn clients_outside_allow_are_refused() {
     )
     .await
     .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,9 +325,9 @@ async fn ipv6_loopback_is_served() {
         .unwrap();
     assert_eq!(from, addr, "reply leaves from the address asked");
     let m = Message::from_vec(&buf[..n]).unwrap();
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.answers.len(), 1);
     let m = query_tcp(addr, "x.test.", RecordType::A, T).await.unwrap();
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.answers.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -350,7 +350,7 @@ async fn shutdown_lets_in_flight_queries_finish() {
         .await
         .unwrap()
         .expect("in-flight query answered during shutdown");
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.answers.len(), 1);
     assert!(
         query_udp(addr, "after.test.", RecordType::A, 300)
             .await
@@ -400,7 +400,7 @@ async fn tcp_burst_of_pipelined_queries_in_one_segment_is_fully_answered() {
     let mut ids = Vec::new();
     for i in 0..300 {
         let q = make_query(&format!("h{}.test.", i % 60), RecordType::A, false);
-        ids.push(q.id());
+        ids.push(q.metadata.id);
         let b = q.to_vec().unwrap();
         burst.extend_from_slice(&(b.len() as u16).to_be_bytes());
         burst.extend_from_slice(&b);
@@ -411,8 +411,8 @@ async fn tcp_burst_of_pipelined_queries_in_one_segment_is_fully_answered() {
         let m = tcp_read_msg(&mut s, T)
             .await
             .expect("every pipelined query answered");
-        assert_eq!(m.answers().len(), 1);
-        got.push(m.id());
+        assert_eq!(m.answers.len(), 1);
+        got.push(m.metadata.id);
     }
     got.sort();
     ids.sort();

@@ -102,15 +102,15 @@ async fn metrics_endpoint_counts_queries_by_transport_type_and_rcode() {
     let before = scrape(maddr).await;
     // Miss, hit, another miss (AAAA), a TCP miss and an NXDOMAIN miss.
     let r = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     ask(addr, "www.example.test.", RecordType::A).await;
     ask(addr, "www.example.test.", RecordType::AAAA).await;
     let r = query_tcp(addr, "mail.example.test.", RecordType::A, 6000)
         .await
         .expect("TCP reply");
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     let r = ask(addr, "nope.example.test.", RecordType::TXT).await;
-    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     let after = scrape(maddr).await;
 
     let delta = |k: &str| get(&after, k) - get(&before, k);
@@ -230,7 +230,7 @@ async fn systemd_is_notified_ready_reloading_and_stopping() {
     let r = query_udp(addr, "ready.invalid.", RecordType::A, 2000)
         .await
         .expect("answered right after READY=1");
-    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
 
     p.signal(libc::SIGHUP);
     let reloading = next_notification(&sock);
@@ -373,7 +373,7 @@ async fn dnstap_reaches_fstrm_capture_and_survives_a_reader_restart() {
     let cap = fstrm_capture(&sock, &first);
     until_dnstap_flows(addr, &m, 0).await;
     let r = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     ask(addr, "www.example.test.", RecordType::A).await; // a cache hit
     ask(addr, "missing.example.test.", RecordType::AAAA).await;
     // Restart the reader: the writer notices and connects to the new one.
@@ -505,10 +505,13 @@ async fn a_persisted_cache_answers_after_restart_without_upstream_queries() {
     let (d, addr) = start(&cfg).await;
     for ((n, t), before) in asked.iter().zip(&first) {
         let r = ask(addr, n, *t).await;
-        assert_eq!(r.response_code(), before.response_code(), "{n} {t}");
+        assert_eq!(
+            r.metadata.response_code, before.metadata.response_code,
+            "{n} {t}"
+        );
         assert_eq!(addrs(&r), addrs(before), "{n} {t}");
-        for rec in r.answers() {
-            assert!(rec.ttl() <= 300 && rec.ttl() >= 295, "TTL kept: {rec}");
+        for rec in r.answers {
+            assert!(rec.ttl <= 300 && rec.ttl >= 295, "TTL kept: {rec}");
         }
     }
     assert_eq!(sim.total_queries(), 0, "answered from the loaded cache");
@@ -569,7 +572,7 @@ async fn dump_and_load_cache_commands_skip_expired_and_reject_corrupt_files() {
     let reply = execute(d.handler(), &format!("load-cache {}", file.display()));
     assert!(reply.starts_with("error:"), "{reply}");
     let r = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     d.shutdown().await;
 }
 
@@ -588,7 +591,7 @@ async fn control_servers_shows_rtt_and_a_lame_server_held_down() {
     let mut text = String::new();
     for i in 0..10 {
         let r = ask(addr, &format!("n{i}.example.test."), RecordType::A).await;
-        assert_eq!(r.response_code(), ResponseCode::NXDomain);
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
         text = execute(d.handler(), "servers");
         if text.contains("lame for example.test.") {
             break;
@@ -744,7 +747,7 @@ async fn reload_applies_each_setting_group_and_a_bad_one_changes_nothing() {
     let cfg = config_for(&sim);
     let (d, addr) = start(&cfg).await;
     let r = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(r.answers()[0].ttl(), 300);
+    assert_eq!(r.answers[0].ttl, 300);
 
     // Zones, cache TTL clamps, resolver budgets, a second listener, the
     // metrics endpoint, all in one reload.
@@ -775,7 +778,7 @@ async fn reload_applies_each_setting_group_and_a_bad_one_changes_nothing() {
     let r = ask(second, "api.local.test.", RecordType::A).await;
     assert_eq!(addrs(&r), vec!["192.0.2.77".to_string()]);
     let r = ask(addr, "mail.example.test.", RecordType::A).await;
-    assert_eq!(r.answers()[0].ttl(), 60, "max_ttl applies to new answers");
+    assert_eq!(r.answers[0].ttl, 60, "max_ttl applies to new answers");
     let maddr = d
         .metrics_addr()
         .expect("metrics endpoint started by reload");
@@ -794,7 +797,7 @@ async fn reload_applies_each_setting_group_and_a_bad_one_changes_nothing() {
     );
     assert_eq!(d.local_addrs(), vec![second]);
     let r = ask(second, "www.example.test.", RecordType::A).await;
-    assert_eq!(r.response_code(), ResponseCode::Refused);
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
     assert!(
         query_udp(addr, "www.example.test.", RecordType::A, 500)
             .await
@@ -815,7 +818,7 @@ async fn reload_applies_each_setting_group_and_a_bad_one_changes_nothing() {
     assert_eq!(d.local_addrs(), vec![second]);
     let r = ask(second, "www.example.test.", RecordType::A).await;
     assert_eq!(
-        r.response_code(),
+        r.metadata.response_code,
         ResponseCode::Refused,
         "the old access list still applies"
     );
@@ -898,7 +901,7 @@ async fn reload_under_load_loses_no_query() {
             {
                 sent += 1;
                 if let Some(r) = query_udp(addr, "www.example.test.", RecordType::A, 2000).await {
-                    if r.response_code() == ResponseCode::NoError {
+                    if r.metadata.response_code == ResponseCode::NoError {
                         answered += 1;
                     }
                 }

@@ -120,8 +120,8 @@ async fn common_types_are_answered() {
     let sim = Sim::start(world(100)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let a = ask(addr, "www.example.test.", RecordType::A).await;
-    assert_eq!(a.response_code(), ResponseCode::NoError);
-    assert!(a.recursion_available() && !a.authoritative());
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert!(a.metadata.recursion_available && !a.metadata.authoritative);
     assert_eq!(addrs(&a), vec!["192.0.2.10"]);
     let aaaa = ask(addr, "www.example.test.", RecordType::AAAA).await;
     assert_eq!(addrs(&aaaa), vec!["2001:db8::10"]);
@@ -132,15 +132,15 @@ async fn common_types_are_answered() {
         RecordType::SOA,
     ] {
         let m = ask(addr, "example.test.", t).await;
-        assert_eq!(m.response_code(), ResponseCode::NoError, "{t}");
-        assert!(!m.answers().is_empty(), "{t} has an answer");
-        assert!(m.answers().iter().all(|r| r.record_type() == t), "{t}");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t}");
+        assert!(!m.answers.is_empty(), "{t} has an answer");
+        assert!(m.answers.iter().all(|r| r.record_type() == t), "{t}");
     }
     let ns = ask(addr, "example.test.", RecordType::NS).await;
-    assert_eq!(ns.answers().len(), 2);
+    assert_eq!(ns.answers.len(), 2);
     let srv = ask(addr, "_sip._udp.example.test.", RecordType::SRV).await;
-    match srv.answers().first().and_then(|r| r.data()) {
-        Some(RData::SRV(s)) => assert_eq!(s.port(), 5060),
+    match srv.answers.first().map(|r| &r.data) {
+        Some(RData::SRV(s)) => assert_eq!(s.port, 5060),
         other => panic!("no SRV: {other:?}"),
     }
 }
@@ -150,8 +150,8 @@ async fn cname_chain_crosses_tlds() {
     let sim = Sim::start(world(101)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "to-other.example.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    let types: Vec<RecordType> = m.answers().iter().map(|r| r.record_type()).collect();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(types, vec![RecordType::CNAME, RecordType::A]);
     assert_eq!(addrs(&m), vec!["192.0.2.80"]);
     assert!(!sim.server("ns1.corp.other.").queries().is_empty());
@@ -162,7 +162,7 @@ async fn cname_loop_gives_servfail() {
     let sim = Sim::start(world(102)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "loop1.example.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +191,7 @@ async fn out_of_bailiwick_additional_is_neither_used_nor_returned() {
     let first = ask(addr, "www.example.test.", RecordType::A).await;
     assert_eq!(addrs(&first), vec!["192.0.2.10"]);
     assert!(first
-        .additionals()
+        .additionals
         .iter()
         .all(|r| r.record_type() != RecordType::A));
     let m = ask(addr, "www.corp.other.", RecordType::A).await;
@@ -212,8 +212,8 @@ async fn dead_first_server_falls_over_to_second() {
     let (_d, addr) = start(&config_for(&sim)).await;
     for name in ["www.example.test.", "mail.example.test."] {
         let m = ask(addr, name, RecordType::A).await;
-        assert_eq!(m.response_code(), ResponseCode::NoError, "{name}");
-        assert_eq!(m.answers().len(), 1);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert_eq!(m.answers.len(), 1);
     }
     assert!(!sim.server("ns2.example.test.").queries().is_empty());
 }
@@ -232,7 +232,7 @@ async fn refusing_server_is_skipped() {
         "sip.example.test.",
     ] {
         let m = ask(addr, name, RecordType::A).await;
-        assert_eq!(m.response_code(), ResponseCode::NoError, "{name}");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
     }
     // Once marked lame, ns2 is not asked for every name.
     let refused = sim.server("ns2.example.test.").queries().len();
@@ -298,7 +298,7 @@ async fn forged_reply_alone_times_out_to_the_other_server() {
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "www.example.test.", RecordType::A).await;
     assert_eq!(
-        m.response_code(),
+        m.metadata.response_code,
         ResponseCode::ServFail,
         "forged data never accepted"
     );
@@ -357,7 +357,7 @@ async fn glueless_cycle_is_stopped_by_budgets() {
     let (_d, addr) = start(&config_for(&sim)).await;
     let started = Instant::now();
     let m = ask(addr, "www.a.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(started.elapsed() < Duration::from_secs(6));
     assert!(sim.total_queries() <= 50, "sent {}", sim.total_queries());
 }
@@ -367,7 +367,7 @@ async fn ns_explosion_is_bounded() {
     let sim = Sim::start(world(113)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "x.explode.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     // 20 NS names, each nonexistent under sink.other.: at most
     // max_ns_resolutions of them are chased.
     let sink = sim.server("ns1.sink.other.").queries().len();
@@ -380,8 +380,8 @@ async fn ns_at_apex_comes_from_the_child() {
     let sim = Sim::start(world(114)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "sub.example.test.", RecordType::NS).await;
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
     assert!(sim
         .server("ns1.sub.example.test.")
         .queries()
@@ -394,16 +394,16 @@ async fn nxdomain_and_nodata_carry_the_soa() {
     let sim = Sim::start(world(115)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let nx = ask(addr, "nope.example.test.", RecordType::A).await;
-    assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(
-        nx.name_servers().first().map(|r| r.record_type()),
+        nx.authorities.first().map(|r| r.record_type()),
         Some(RecordType::SOA)
     );
     let nodata = ask(addr, "www.example.test.", RecordType::MX).await;
-    assert_eq!(nodata.response_code(), ResponseCode::NoError);
-    assert!(nodata.answers().is_empty());
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
     assert_eq!(
-        nodata.name_servers().first().map(|r| r.record_type()),
+        nodata.authorities.first().map(|r| r.record_type()),
         Some(RecordType::SOA)
     );
 }
@@ -424,7 +424,7 @@ async fn hundred_concurrent_queries_are_all_answered() {
     let mut answered = 0;
     for t in tasks {
         if let Ok(Some(m)) = t.await {
-            assert_eq!(m.response_code(), ResponseCode::NXDomain, "{m:?}");
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
             answered += 1;
         }
     }
@@ -436,11 +436,11 @@ async fn reply_echoes_id_rd_and_question_case() {
     let sim = Sim::start(world(117)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let mut q = make_query("WwW.ExAmPlE.tEsT.", RecordType::A, true);
-    q.set_recursion_desired(true);
+    q.metadata.recursion_desired = true;
     let m = exchange_udp(addr, &q, T).await.expect("reply");
-    assert_eq!(m.id(), q.id());
-    assert!(m.recursion_desired());
-    assert_eq!(m.queries()[0].name().to_string(), "WwW.ExAmPlE.tEsT.");
+    assert_eq!(m.metadata.id, q.metadata.id);
+    assert!(m.metadata.recursion_desired);
+    assert_eq!(m.queries[0].name().to_string(), "WwW.ExAmPlE.tEsT.");
     assert_eq!(addrs(&m), vec!["192.0.2.10"]);
 }
 
@@ -449,9 +449,9 @@ async fn ds_is_asked_of_the_parent_zone() {
     let sim = Sim::start(world(118)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "sub.example.test.", RecordType::DS).await;
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert_eq!(m.answers().len(), 1);
-    assert_eq!(u16::from(m.answers()[0].record_type()), 43);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(u16::from(m.answers[0].record_type()), 43);
     assert!(
         sim.server("ns1.sub.example.test.")
             .queries()
@@ -466,9 +466,9 @@ async fn dname_is_followed_with_a_synthesised_cname() {
     let sim = Sim::start(world(119)).await;
     let (_d, addr) = start(&config_for(&sim)).await;
     let m = ask(addr, "www.dn.example.test.", RecordType::A).await;
-    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     let types: Vec<u16> = m
-        .answers()
+        .answers
         .iter()
         .map(|r| u16::from(r.record_type()))
         .collect();

@@ -86,16 +86,16 @@ fn ex(sim: &Sim) -> SocketAddr {
 fn rdatas(records: &[Record]) -> Vec<String> {
     records
         .iter()
-        .map(|r| format!("{} {} {}", r.name(), r.record_type(), r.data().unwrap()))
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
         .collect()
 }
 
 fn assert_soa(m: &Message, zone: &str, ttl: u32) {
-    assert_eq!(m.name_servers().len(), 1, "{m}");
-    let soa = &m.name_servers()[0];
+    assert_eq!(m.authorities.len(), 1, "{m}");
+    let soa = &m.authorities[0];
     assert_eq!(soa.record_type(), RecordType::SOA);
-    assert_eq!(soa.name().to_string(), zone);
-    assert_eq!(soa.ttl(), ttl, "negative TTL must be min(SOA TTL, MINIMUM)");
+    assert_eq!(soa.name.to_string(), zone);
+    assert_eq!(soa.ttl, ttl, "negative TTL must be min(SOA TTL, MINIMUM)");
 }
 
 #[tokio::test]
@@ -104,11 +104,11 @@ async fn a_record_is_answered_authoritatively() {
     let m = query_udp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert!(m.authoritative());
-    assert!(!m.recursion_available());
-    assert_eq!(rdatas(m.answers()), vec!["www.example.test. A 192.0.2.10"]);
-    assert_eq!(m.answers()[0].ttl(), 300);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert!(!m.metadata.recursion_available);
+    assert_eq!(rdatas(&m.answers), vec!["www.example.test. A 192.0.2.10"]);
+    assert_eq!(m.answers[0].ttl, 300);
 }
 
 #[tokio::test]
@@ -119,23 +119,24 @@ async fn aaaa_mx_txt_and_apex_ns_are_answered() {
         .await
         .unwrap();
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec!["www.example.test. AAAA 2001:db8::10"]
     );
     let m = query_udp(a, "example.test.", RecordType::MX, T)
         .await
         .unwrap();
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec!["example.test. MX 10 mail.example.test."]
     );
-    assert_eq!(m.answers()[0].ttl(), 600);
+    assert_eq!(m.answers[0].ttl, 600);
     let m = query_udp(a, "example.test.", RecordType::TXT, T)
         .await
         .unwrap();
-    match m.answers()[0].data().unwrap() {
+    match m.answers[0].data.clone() {
         RData::TXT(t) => {
             let parts: Vec<_> = t
+                .txt_data
                 .iter()
                 .map(|p| String::from_utf8_lossy(p).into_owned())
                 .collect();
@@ -146,9 +147,9 @@ async fn aaaa_mx_txt_and_apex_ns_are_answered() {
     let m = query_udp(a, "example.test.", RecordType::NS, T)
         .await
         .unwrap();
-    assert!(m.authoritative());
+    assert!(m.metadata.authoritative);
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec!["example.test. NS ns1.example.test."]
     );
 }
@@ -160,11 +161,11 @@ async fn root_refers_to_tld_with_glue() {
     let m = query_udp(root, "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert!(!m.authoritative());
-    assert!(m.answers().is_empty());
-    assert_eq!(rdatas(m.name_servers()), vec!["test. NS ns1.test."]);
-    assert_eq!(rdatas(m.additionals()), vec!["ns1.test. A 127.12.0.2"]);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(!m.metadata.authoritative);
+    assert!(m.answers.is_empty());
+    assert_eq!(rdatas(&m.authorities), vec!["test. NS ns1.test."]);
+    assert_eq!(rdatas(&m.additionals), vec!["ns1.test. A 127.12.0.2"]);
 }
 
 #[tokio::test]
@@ -174,27 +175,27 @@ async fn sub_delegation_refers_with_glue_and_parent_answers_ds() {
     let m = query_udp(a, "host.sub.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(!m.authoritative());
+    assert!(!m.metadata.authoritative);
     assert_eq!(
-        rdatas(m.name_servers()),
+        rdatas(&m.authorities),
         vec!["sub.example.test. NS ns1.sub.example.test."]
     );
     assert_eq!(
-        rdatas(m.additionals()),
+        rdatas(&m.additionals),
         vec!["ns1.sub.example.test. A 127.13.0.4"]
     );
     // A query for the cut itself is a referral too...
     let m = query_udp(a, "sub.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(!m.authoritative());
+    assert!(!m.metadata.authoritative);
     // ...except DS, which lives on the parent side.
     let m = query_udp(a, "sub.example.test.", RecordType::DS, T)
         .await
         .unwrap();
-    assert!(m.authoritative());
-    assert_eq!(m.answers().len(), 1);
-    assert_eq!(m.answers()[0].record_type(), RecordType::DS);
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].record_type(), RecordType::DS);
     // The child answers for its own data.
     let m = query_udp(
         sim.addr_of("127.13.0.4"),
@@ -205,7 +206,7 @@ async fn sub_delegation_refers_with_glue_and_parent_answers_ds() {
     .await
     .unwrap();
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec!["host.sub.example.test. A 192.0.2.77"]
     );
 }
@@ -216,9 +217,9 @@ async fn nxdomain_carries_soa() {
     let m = query_udp(ex(&sim), "nope.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NXDomain);
-    assert!(m.authoritative());
-    assert!(m.answers().is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.metadata.authoritative);
+    assert!(m.answers.is_empty());
     assert_soa(&m, "example.test.", 60);
 }
 
@@ -228,9 +229,9 @@ async fn nodata_carries_soa() {
     let m = query_udp(ex(&sim), "www.example.test.", RecordType::MX, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert!(m.authoritative());
-    assert!(m.answers().is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert!(m.answers.is_empty());
     assert_soa(&m, "example.test.", 60);
 }
 
@@ -240,8 +241,8 @@ async fn empty_non_terminal_is_nodata() {
     let m = query_udp(ex(&sim), "ent.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert!(m.answers().is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
     assert_soa(&m, "example.test.", 60);
 }
 
@@ -251,9 +252,9 @@ async fn cname_chain_is_followed_within_zone() {
     let m = query_udp(ex(&sim), "alias.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(m.authoritative());
+    assert!(m.metadata.authoritative);
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec![
             "alias.example.test. CNAME alias2.example.test.",
             "alias2.example.test. CNAME www.example.test.",
@@ -265,14 +266,14 @@ async fn cname_chain_is_followed_within_zone() {
         .await
         .unwrap();
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec!["out.example.test. CNAME www.elsewhere.test."]
     );
     // Asking for the CNAME itself does not follow it.
     let m = query_udp(ex(&sim), "alias.example.test.", RecordType::CNAME, T)
         .await
         .unwrap();
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.answers.len(), 1);
 }
 
 #[tokio::test]
@@ -281,22 +282,22 @@ async fn wildcard_is_synthesized_with_qname_owner() {
     let m = query_udp(ex(&sim), "foo.bar.wild.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(m.authoritative());
+    assert!(m.metadata.authoritative);
     assert_eq!(
-        rdatas(m.answers()),
+        rdatas(&m.answers),
         vec!["foo.bar.wild.example.test. A 192.0.2.99"]
     );
     let m = query_udp(ex(&sim), "x.wild.example.test.", RecordType::AAAA, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert!(m.answers().is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
     assert_soa(&m, "example.test.", 60);
     // Wildcards don't apply below an existing name other than the encloser.
     let m = query_udp(ex(&sim), "x.www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
 #[tokio::test]
@@ -305,11 +306,11 @@ async fn dname_synthesizes_cname() {
     let m = query_udp(ex(&sim), "a.b.dn.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(m.authoritative());
-    assert_eq!(m.answers().len(), 2, "{m}");
-    assert_eq!(m.answers()[0].record_type(), RecordType::Unknown(39));
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers.len(), 2, "{m}");
+    assert_eq!(m.answers[0].record_type(), RecordType::DNAME);
     assert_eq!(
-        rdatas(&m.answers()[1..]),
+        rdatas(&m.answers[1..]),
         vec!["a.b.dn.example.test. CNAME a.b.example.net."]
     );
 }
@@ -318,7 +319,7 @@ async fn dname_synthesizes_cname() {
 async fn question_case_id_and_rd_are_echoed_and_opt_returned() {
     let sim = Sim::start(hierarchy(20)).await;
     let mut q = make_query("WwW.ExAmPlE.TeSt.", RecordType::A, true);
-    q.set_recursion_desired(true);
+    q.metadata.recursion_desired = true;
     let bytes = q.to_vec().unwrap();
     let (_, raw) = exchange_udp_raw_from(IpAddr::from([127, 0, 0, 1]), ex(&sim), &bytes, T)
         .await
@@ -326,15 +327,15 @@ async fn question_case_id_and_rd_are_echoed_and_opt_returned() {
     // Question section bytes are copied verbatim.
     assert_eq!(&raw[12..12 + 18 + 4], &bytes[12..12 + 18 + 4]);
     let m = Message::from_vec(&raw).unwrap();
-    assert_eq!(m.id(), q.id());
-    assert!(m.recursion_desired());
-    assert_eq!(m.extensions().as_ref().unwrap().max_payload(), 1232);
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.metadata.id, q.metadata.id);
+    assert!(m.metadata.recursion_desired);
+    assert_eq!(m.edns.as_ref().unwrap().max_payload(), 1232);
+    assert_eq!(m.answers.len(), 1);
     let seen = sim.server("ns1.example.test.").queries();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].name, "WwW.ExAmPlE.TeSt.");
     assert!(seen[0].edns && !seen[0].tcp);
-    assert_eq!(seen[0].id, q.id());
+    assert_eq!(seen[0].id, q.metadata.id);
 }
 
 #[tokio::test]
@@ -343,7 +344,7 @@ async fn out_of_zone_query_is_refused() {
     let m = query_udp(ex(&sim), "www.other.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::Refused);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
 
 #[tokio::test]
@@ -368,7 +369,7 @@ async fn garbage_and_multiple_questions_get_formerr() {
         RecordType::A,
     ));
     let m = exchange_udp(ex(&sim), &q, T).await.unwrap();
-    assert_eq!(m.response_code(), ResponseCode::FormErr);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     assert!(query_udp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .is_some());
@@ -380,8 +381,8 @@ async fn large_udp_reply_is_truncated_but_tcp_is_complete() {
     let m = query_udp(ex(&sim), "big.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(m.truncated());
-    assert!(m.answers().is_empty());
+    assert!(m.metadata.truncation);
+    assert!(m.answers.is_empty());
     let m = exchange_udp(
         ex(&sim),
         &make_query("big.example.test.", RecordType::A, true),
@@ -389,13 +390,13 @@ async fn large_udp_reply_is_truncated_but_tcp_is_complete() {
     )
     .await
     .unwrap();
-    assert!(!m.truncated(), "fits in 1232 bytes");
-    assert_eq!(m.answers().len(), 40);
+    assert!(!m.metadata.truncation, "fits in 1232 bytes");
+    assert_eq!(m.answers.len(), 40);
     let m = query_tcp(ex(&sim), "big.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(!m.truncated());
-    assert_eq!(m.answers().len(), 40);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 40);
 }
 
 #[tokio::test]
@@ -408,13 +409,10 @@ async fn tcp_serves_two_queries_on_one_connection() {
     let r1 = tcp_read_msg(&mut s, T).await.unwrap();
     tcp_write_msg(&mut s, &q2).await.unwrap();
     let r2 = tcp_read_msg(&mut s, T).await.unwrap();
-    assert_eq!(r1.id(), q1.id());
-    assert_eq!(rdatas(r1.answers()), vec!["www.example.test. A 192.0.2.10"]);
-    assert_eq!(r2.id(), q2.id());
-    assert_eq!(
-        rdatas(r2.answers()),
-        vec!["mail.example.test. A 192.0.2.25"]
-    );
+    assert_eq!(r1.metadata.id, q1.metadata.id);
+    assert_eq!(rdatas(&r1.answers), vec!["www.example.test. A 192.0.2.10"]);
+    assert_eq!(r2.metadata.id, q2.metadata.id);
+    assert_eq!(rdatas(&r2.answers), vec!["mail.example.test. A 192.0.2.25"]);
     let seen = sim.server("127.24.0.3").queries();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|q| q.tcp));
@@ -453,7 +451,7 @@ async fn extra_additional_is_appended_to_every_reply() {
     let sim = Sim::start(specs).await;
     for name in ["www.example.test.", "nope.example.test."] {
         let m = query_udp(ex(&sim), name, RecordType::A, T).await.unwrap();
-        assert_eq!(rdatas(m.additionals()), vec!["www.victim.test. A 6.6.6.6"]);
+        assert_eq!(rdatas(&m.additionals), vec!["www.victim.test. A 6.6.6.6"]);
     }
 }
 
@@ -510,12 +508,12 @@ async fn fault_rcode_refused() {
     let m = query_udp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::Refused);
-    assert!(m.answers().is_empty() && m.name_servers().is_empty() && m.additionals().is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty());
     let m = query_tcp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::Refused);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
 
 #[tokio::test]
@@ -528,14 +526,14 @@ async fn fault_truncate_udp_sets_tc_while_tcp_answers() {
     let m = query_udp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(m.truncated());
-    assert!(m.answers().is_empty());
-    assert_eq!(m.queries().len(), 1);
+    assert!(m.metadata.truncation);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.queries.len(), 1);
     let m = query_tcp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert!(!m.truncated());
-    assert_eq!(rdatas(m.answers()), vec!["www.example.test. A 192.0.2.10"]);
+    assert!(!m.metadata.truncation);
+    assert_eq!(rdatas(&m.answers), vec!["www.example.test. A 192.0.2.10"]);
 }
 
 #[tokio::test]
@@ -558,7 +556,7 @@ async fn fault_delay_delays_reply() {
         "{:?}",
         t0.elapsed()
     );
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.answers.len(), 1);
     let t1 = Instant::now();
     query_tcp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
@@ -583,7 +581,7 @@ async fn fault_wrong_id_replies_with_other_id() {
     .await;
     assert_eq!(got.len(), 1, "only the forged reply");
     let m = Message::from_vec(&got[0].1).unwrap();
-    assert_eq!(m.id(), q.id().wrapping_add(1));
+    assert_eq!(m.metadata.id, q.metadata.id.wrapping_add(1));
 }
 
 #[tokio::test]
@@ -605,17 +603,20 @@ async fn fault_wrong_id_also_correct_sends_real_reply_second() {
     assert_eq!(got.len(), 2);
     let ids: Vec<u16> = got
         .iter()
-        .map(|(_, b)| Message::from_vec(b).unwrap().id())
+        .map(|(_, b)| Message::from_vec(b).unwrap().metadata.id)
         .collect();
-    assert_eq!(ids, vec![q.id().wrapping_add(1), q.id()]);
+    assert_eq!(ids, vec![q.metadata.id.wrapping_add(1), q.metadata.id]);
     // Over TCP, both frames arrive on the connection in the same order.
     let mut s = tcp_connect(ex(&sim), T).await.unwrap();
     tcp_write_msg(&mut s, &q).await.unwrap();
     assert_eq!(
-        tcp_read_msg(&mut s, T).await.unwrap().id(),
-        q.id().wrapping_add(1)
+        tcp_read_msg(&mut s, T).await.unwrap().metadata.id,
+        q.metadata.id.wrapping_add(1)
     );
-    assert_eq!(tcp_read_msg(&mut s, T).await.unwrap().id(), q.id());
+    assert_eq!(
+        tcp_read_msg(&mut s, T).await.unwrap().metadata.id,
+        q.metadata.id
+    );
 }
 
 #[tokio::test]
@@ -636,7 +637,10 @@ async fn fault_wrong_port_replies_from_other_port() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0.ip(), ex(&sim).ip());
     assert_ne!(got[0].0.port(), sim.port());
-    assert_eq!(Message::from_vec(&got[0].1).unwrap().id(), q.id());
+    assert_eq!(
+        Message::from_vec(&got[0].1).unwrap().metadata.id,
+        q.metadata.id
+    );
 
     sim.server("ns1.example.test.").set_faults(Faults {
         wrong_port: true,
@@ -695,13 +699,13 @@ async fn fault_formerr_on_edns() {
     )
     .await
     .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::FormErr);
-    assert!(m.extensions().is_none());
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert!(m.edns.is_none());
     let m = query_udp(ex(&sim), "www.example.test.", RecordType::A, T)
         .await
         .unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NoError);
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
 }
 
 #[tokio::test]
@@ -716,7 +720,7 @@ async fn query_udp_from_uses_chosen_source() {
     )
     .await
     .unwrap();
-    assert_eq!(m.answers().len(), 1);
+    assert_eq!(m.answers.len(), 1);
 }
 
 #[test]

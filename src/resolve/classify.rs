@@ -15,7 +15,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-/// RR type code of DNAME, which hickory 0.24 only knows as Unknown(39).
+/// RR type code of DNAME, whose rdata hickory-proto leaves as `RData::Unknown`.
 const DNAME: u16 = 39;
 
 /// What one server said about one question, after bailiwick filtering.
@@ -39,15 +39,15 @@ pub(crate) fn classify(
     stype: RecordType,
 ) -> Option<Outcome> {
     let zone = &cut.zone;
-    let inside = |r: &&Record| r.dns_class() == DNSClass::IN && zone.zone_of(r.name());
-    let rc = msg.response_code();
+    let inside = |r: &&Record| r.dns_class == DNSClass::IN && zone.zone_of(&r.name);
+    let rc = msg.metadata.response_code;
     if rc != ResponseCode::NoError && rc != ResponseCode::NXDomain {
         return None;
     }
-    let aa = msg.authoritative();
-    let answers: Vec<Record> = msg.answers().iter().filter(inside).cloned().collect();
+    let aa = msg.metadata.authoritative;
+    let answers: Vec<Record> = msg.answers.iter().filter(inside).cloned().collect();
     let soa: Vec<Record> = msg
-        .name_servers()
+        .authorities
         .iter()
         .filter(inside)
         .filter(|r| r.record_type() == RecordType::SOA)
@@ -98,29 +98,29 @@ pub(crate) fn classify(
         });
     }
     let ns: Vec<Record> = msg
-        .name_servers()
+        .authorities
         .iter()
         .filter(inside)
         .filter(|r| r.record_type() == RecordType::NS)
         .cloned()
         .collect();
     if let Some(first) = ns.first() {
-        let child = first.name().to_lowercase();
+        let child = first.name.to_lowercase();
         let goes_down = child != *zone && zone.zone_of(&child) && child.zone_of(sname);
         if !aa || child != *zone {
             if !goes_down {
                 return None;
             }
-            let ns: Vec<Record> = ns.into_iter().filter(|r| *r.name() == child).collect();
+            let ns: Vec<Record> = ns.into_iter().filter(|r| r.name == child).collect();
             let names: Vec<Name> = ns.iter().filter_map(ns_target).collect();
             // Glue is only believed under the delegating zone: in
             // bailiwick of the child, or a sibling's (which is what
             // breaks a cycle of zones served from each other).
             let glue: Vec<Record> = msg
-                .additionals()
+                .additionals
                 .iter()
                 .filter(inside)
-                .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name().to_lowercase()))
+                .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name.to_lowercase()))
                 .cloned()
                 .collect();
             // Glue first: a concurrent walk that sees the new NS set
@@ -152,24 +152,24 @@ fn is_addr_type(t: RecordType) -> bool {
 
 /// RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM).
 pub(crate) fn negative_ttl(soa: &Record) -> Option<u32> {
-    match soa.data() {
-        Some(RData::SOA(s)) => Some(soa.ttl().min(s.minimum())),
+    match &soa.data {
+        RData::SOA(s) => Some(soa.ttl.min(s.minimum)),
         _ => None,
     }
 }
 
 pub(crate) fn cname_target(r: &Record) -> Option<Name> {
-    match r.data() {
-        Some(RData::CNAME(c)) => Some(c.0.clone()),
+    match &r.data {
+        RData::CNAME(c) => Some(c.0.clone()),
         _ => None,
     }
 }
 
 /// The target of a DNAME record (RFC 6672 §2.1: never compressed).
 fn dname_target(r: &Record) -> Option<Name> {
-    match r.data() {
-        Some(RData::Unknown { code, rdata }) if u16::from(*code) == DNAME => {
-            Name::read(&mut BinDecoder::new(rdata.anything())).ok()
+    match &r.data {
+        RData::Unknown { code, rdata } if u16::from(*code) == DNAME => {
+            Name::read(&mut BinDecoder::new(&rdata.anything)).ok()
         }
         _ => None,
     }
@@ -179,7 +179,7 @@ fn dname_target(r: &Record) -> Option<Name> {
 fn dname_above<'a>(records: &'a [Record], name: &Name) -> Option<&'a Record> {
     records
         .iter()
-        .find(|r| u16::from(r.record_type()) == DNAME && r.name() != name && r.name().zone_of(name))
+        .find(|r| u16::from(r.record_type()) == DNAME && r.name != *name && r.name.zone_of(name))
 }
 
 /// Follows a chain inside one reply from `start`: returns the records on
@@ -193,7 +193,7 @@ pub(crate) fn follow_chain(
     let mut used = Vec::new();
     let mut cur = start.clone();
     for _ in 0..16 {
-        let here: Vec<&Record> = records.iter().filter(|r| r.name() == &cur).collect();
+        let here: Vec<&Record> = records.iter().filter(|r| r.name == cur).collect();
         let data: Vec<Record> = here
             .iter()
             .filter(|r| r.record_type() == qtype || qtype == RecordType::ANY)
@@ -212,7 +212,7 @@ pub(crate) fn follow_chain(
                 used.push(d.clone());
             }
             used.push((*c).clone());
-            if used.iter().filter(|r| r.name() == &t).count() > 0 {
+            if used.iter().filter(|r| r.name == t).count() > 0 {
                 break;
             }
             cur = t;
@@ -222,7 +222,7 @@ pub(crate) fn follow_chain(
         let dname = dname_above(records, &cur);
         if let Some(d) = dname {
             let Some(target) = dname_target(d) else { break };
-            let keep = cur.iter().count().saturating_sub(d.name().iter().count());
+            let keep = cur.iter().count().saturating_sub(d.name.iter().count());
             let prefix: Vec<Vec<u8>> = cur.iter().take(keep).map(|l| l.to_vec()).collect();
             let Ok(new) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
                 break;
@@ -232,10 +232,10 @@ pub(crate) fn follow_chain(
             }
             let mut cname = Record::from_rdata(
                 cur.clone(),
-                d.ttl(),
+                d.ttl,
                 RData::CNAME(hickory_proto::rr::rdata::CNAME(new.clone())),
             );
-            cname.set_dns_class(DNSClass::IN);
+            cname.dns_class = DNSClass::IN;
             used.push(cname);
             cur = new;
             continue;

@@ -291,7 +291,7 @@ impl Iterator {
                     // exists below, the full name included. Without that
                     // proof (some servers say NXDOMAIN for empty
                     // non-terminals) ask the full question instead.
-                    if soa.first().is_some_and(|r| *r.name() == cut.zone) {
+                    if soa.first().is_some_and(|r| r.name == cut.zone) {
                         return Ok(Outcome::Negative { rcode: r, soa });
                     }
                     minimise = false;
@@ -351,15 +351,15 @@ impl Iterator {
                     self.servers.record_rtt(*ip, r.rtt);
                     let ns: Vec<Record> = r
                         .msg
-                        .answers()
+                        .answers
                         .iter()
-                        .filter(|x| x.name().is_root() && x.record_type() == RecordType::NS)
+                        .filter(|x| x.name.is_root() && x.record_type() == RecordType::NS)
                         .cloned()
                         .collect();
-                    if r.msg.response_code() == ResponseCode::NoError && !ns.is_empty() {
+                    if r.msg.metadata.response_code == ResponseCode::NoError && !ns.is_empty() {
                         let glue: Vec<Record> = r
                             .msg
-                            .additionals()
+                            .additionals
                             .iter()
                             .filter(|x| is_addr(x))
                             .cloned()
@@ -520,7 +520,7 @@ impl Iterator {
                 if let Some(ttl) = soa.and_then(negative_ttl) {
                     self.store.put_nxdomain(ns, ttl);
                 }
-                return NsAddresses::Absent(soa.map(|r| r.name().to_lowercase()));
+                return NsAddresses::Absent(soa.map(|r| r.name.to_lowercase()));
             }
             let found: Vec<Record> = s
                 .answer

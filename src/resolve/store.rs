@@ -192,8 +192,8 @@ impl Store {
     /// credible and still live is already there on the same side.
     pub fn put(&self, records: Vec<Record>, rank: Rank) {
         let Some(first) = records.first() else { return };
-        let key = key(first.name(), first.record_type().into(), rank.side());
-        let ttl = records.iter().map(Record::ttl).min().unwrap_or(0);
+        let key = key(&first.name, first.record_type().into(), rank.side());
+        let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0);
         self.insert(key, records, rank, ttl);
     }
 
@@ -225,7 +225,7 @@ impl Store {
         for r in records {
             match groups.iter_mut().find(|g| {
                 g.first()
-                    .is_some_and(|f| f.record_type() == r.record_type() && f.name() == r.name())
+                    .is_some_and(|f| f.record_type() == r.record_type() && f.name == r.name)
             }) {
                 Some(g) => g.push(r.clone()),
                 None => groups.push(vec![r.clone()]),
@@ -342,7 +342,7 @@ fn aged(set: &RRset, left: u32) -> Vec<Record> {
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            r.set_ttl(r.ttl().min(left).max(1));
+            r.ttl = r.ttl.min(left).max(1);
             r
         })
         .collect()
@@ -350,17 +350,17 @@ fn aged(set: &RRset, left: u32) -> Vec<Record> {
 
 /// The name server an NS record names, lower case.
 pub fn ns_target(r: &Record) -> Option<Name> {
-    match r.data() {
-        Some(RData::NS(t)) => Some(t.0.to_lowercase()),
+    match &r.data {
+        RData::NS(t) => Some(t.0.to_lowercase()),
         _ => None,
     }
 }
 
 /// The address in an A or AAAA record.
 pub fn record_addr(r: &Record) -> Option<IpAddr> {
-    match r.data() {
-        Some(RData::A(a)) => Some(IpAddr::V4(a.0)),
-        Some(RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
+    match &r.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
         _ => None,
     }
 }

@@ -157,10 +157,10 @@ impl Upstream {
                 }
                 other => other?,
             };
-            let rc = reply.response_code();
+            let rc = reply.metadata.response_code;
             if edns
                 && (rc == ResponseCode::FormErr || rc == ResponseCode::NotImp)
-                && reply.extensions().is_none()
+                && reply.edns.is_none()
             {
                 remember(&self.no_edns);
                 edns = false;
@@ -174,7 +174,7 @@ impl Upstream {
                 }
             }
             let rtt = started.elapsed();
-            if reply.truncated() {
+            if reply.metadata.truncation {
                 let msg = self
                     .tcp(
                         addr,
@@ -393,7 +393,7 @@ const BADCOOKIE: u16 = 23;
 
 /// The COOKIE option data of a message, if it has one.
 fn reply_cookie(m: &Message) -> Option<&[u8]> {
-    match m.extensions().as_ref()?.option(EdnsCode::Cookie)? {
+    match m.edns.as_ref()?.option(EdnsCode::Cookie)? {
         EdnsOption::Unknown(10, data) => Some(data),
         _ => None,
     }
@@ -439,7 +439,7 @@ fn accept(buf: &mut [u8], query: &Sent) -> Result<Message, Mismatch> {
     if qdcount == 0 {
         // FORMERR/NOTIMP replies may legitimately omit the question.
         let m = Message::from_vec(buf).map_err(|_| Mismatch::Other)?;
-        return match m.response_code() {
+        return match m.metadata.response_code {
             ResponseCode::FormErr | ResponseCode::NotImp => Ok(m),
             _ => Err(Mismatch::Other),
         };
@@ -467,7 +467,7 @@ fn accept(buf: &mut [u8], query: &Sent) -> Result<Message, Mismatch> {
         }
     }
     let m = Message::from_vec(buf).map_err(|_| Mismatch::Other)?;
-    if m.message_type() != MessageType::Response {
+    if m.metadata.message_type != MessageType::Response {
         return Err(Mismatch::Other);
     }
     // RFC 7873 §5.3: a COOKIE that does not echo ours is not our reply. A

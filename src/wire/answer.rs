@@ -130,17 +130,15 @@ pub struct EncodeError(String);
 impl WireAnswer {
     /// Encodes `s` as the answer to (`qname`, `qtype`), class IN.
     pub fn encode(qname: &Name, qtype: RecordType, s: Sections) -> Result<WireAnswer, EncodeError> {
-        let mut m = Message::new();
-        m.set_message_type(MessageType::Response)
-            .set_op_code(OpCode::Query)
-            .set_response_code(ResponseCode::from_low(s.rcode as u8))
-            .set_authoritative(s.authoritative);
+        let mut m = Message::new(0, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = ResponseCode::from_low(s.rcode as u8);
+        m.metadata.authoritative = s.authoritative;
         let mut q = HQuery::query(qname.clone(), qtype);
         q.set_query_class(DNSClass::IN);
         m.add_query(q);
-        let ttl = s.answer.iter().chain(&s.authority).map(Record::ttl).min();
+        let ttl = s.answer.iter().chain(&s.authority).map(|r| r.ttl).min();
         m.insert_answers(s.answer);
-        m.insert_name_servers(s.authority);
+        m.insert_authorities(s.authority);
         m.insert_additionals(s.additional);
         let bytes = m.to_vec().map_err(|e| EncodeError(e.to_string()))?;
         if bytes.len() > u16::MAX as usize {
@@ -633,8 +631,8 @@ mod tests {
         a.write_reply(&q, Instant::now(), ctx(true, 65535), &mut out);
         assert_eq!(out.len() % PAD_BLOCK, 0, "{}", out.len());
         let m = Message::from_vec(&out).unwrap();
-        assert_eq!(m.answers().len(), 1);
-        assert!(m.extensions().is_some());
+        assert_eq!(m.answers.len(), 1);
+        assert!(m.edns.is_some());
         assert_eq!(min_ttl(&out), Some(60));
     }
 

@@ -116,6 +116,6 @@ fn build(origin: Name) -> Zone {
 
 fn record(owner: &Name, data: RData) -> Record {
     let mut r = Record::from_rdata(owner.clone(), TTL, data);
-    r.set_dns_class(DNSClass::IN);
+    r.dns_class = DNSClass::IN;
     r
 }

@@ -108,10 +108,7 @@ fn ask(z: &LocalZones, qname: &str, qtype: RecordType, client: &ClientInfo) -> Z
 
 /// The rdata of the answer section as text, e.g. "192.0.2.80".
 fn data(a: &ZoneAnswer) -> Vec<String> {
-    a.answer
-        .iter()
-        .filter_map(|r| r.data().map(ToString::to_string))
-        .collect()
+    a.answer.iter().map(|r| r.data.to_string()).collect()
 }
 
 fn is_negative_with_soa(a: &ZoneAnswer, rcode: ResponseCode) -> bool {
@@ -157,22 +154,20 @@ fn static_records_from_the_zone_file_are_answered() {
     let a = ask(&z, "www.svc.example.", RecordType::A, &from("192.0.2.1"));
     assert_eq!(a.rcode, ResponseCode::NoError);
     assert_eq!(data(&a), vec!["192.0.2.80"]);
-    assert_eq!(
-        a.answer[0].ttl(),
-        30,
-        "records without TTL get the zone ttl"
-    );
+    assert_eq!(a.answer[0].ttl, 30, "records without TTL get the zone ttl");
     let txt = ask(&z, "WWW.Svc.Example.", RecordType::TXT, &from("192.0.2.1"));
     assert_eq!(txt.answer.len(), 1, "names match case-insensitively");
-    assert_eq!(txt.answer[0].ttl(), 120, "an explicit TTL is kept");
-    // RFC 1035 §5.1: a record without TTL takes the last stated one.
+    assert_eq!(txt.answer[0].ttl, 120, "an explicit TTL is kept");
+    // RFC 2308 §4: the zone's `ttl` acts as `$TTL`, so a record without
+    // a TTL takes it, not the TTL of the record before (RFC 1035 §5.1
+    // applies only when there is no `$TTL`).
     let alias = ask(
         &z,
         "alias.svc.example.",
         RecordType::CNAME,
         &from("192.0.2.1"),
     );
-    assert_eq!(alias.answer[0].ttl(), 120);
+    assert_eq!(alias.answer[0].ttl, 30);
     let aaaa = ask(&z, "www.svc.example.", RecordType::AAAA, &from("192.0.2.1"));
     assert_eq!(data(&aaaa), vec!["2001:db8::80"]);
 }
@@ -203,7 +198,7 @@ fn missing_name_is_nxdomain_with_soa_in_authority() {
     );
     let a = ask(&z, "nope.svc.example.", RecordType::A, &from("192.0.2.1"));
     assert!(is_negative_with_soa(&a, ResponseCode::NXDomain), "{a:?}");
-    assert_eq!(a.authority[0].ttl(), 60, "negative TTL = SOA MINIMUM");
+    assert_eq!(a.authority[0].ttl, 60, "negative TTL = SOA MINIMUM");
 }
 
 #[test]
@@ -211,7 +206,7 @@ fn missing_type_at_existing_name_is_nodata_with_soa() {
     let z = static_zone();
     let a = ask(&z, "ns1.svc.example.", RecordType::MX, &from("192.0.2.1"));
     assert!(is_negative_with_soa(&a, ResponseCode::NoError), "{a:?}");
-    assert_eq!(a.authority[0].ttl(), 60, "negative TTL = SOA MINIMUM");
+    assert_eq!(a.authority[0].ttl, 60, "negative TTL = SOA MINIMUM");
 }
 
 #[test]
@@ -236,7 +231,7 @@ fn wildcard_synthesises_for_missing_names_with_the_query_name_as_owner() {
         &from("192.0.2.1"),
     );
     assert_eq!(data(&a), vec!["192.0.2.99"]);
-    assert_eq!(a.answer[0].name(), &name("Anything.svc.example."));
+    assert_eq!(a.answer[0].name, name("Anything.svc.example."));
     // Deeper names match the wildcard at their closest encloser (RFC 4592).
     let deep = ask(
         &z,
@@ -302,7 +297,7 @@ fn soa_and_ns_are_synthesised_when_the_file_has_none() {
         data(&soa),
         vec!["ns.empty.test. hostmaster.empty.test. 1 3600 600 86400 45"]
     );
-    assert_eq!(soa.answer[0].ttl(), 45);
+    assert_eq!(soa.answer[0].ttl, 45);
     let ns = ask(&z, "empty.test.", RecordType::NS, &from("192.0.2.1"));
     assert_eq!(data(&ns), vec!["ns.empty.test."]);
     let nx = ask(&z, "www.empty.test.", RecordType::A, &from("192.0.2.1"));
@@ -314,7 +309,7 @@ fn pool_name_exists_and_shares_it_with_static_records_of_other_types() {
     let z = static_zone();
     let a = ask(&z, "api.svc.example.", RecordType::A, &from("192.0.2.1"));
     assert_eq!(data(&a), vec!["192.0.2.10"]);
-    assert_eq!(a.answer[0].ttl(), 30, "pool answers carry the zone ttl");
+    assert_eq!(a.answer[0].ttl, 30, "pool answers carry the zone ttl");
     let txt = ask(&z, "api.svc.example.", RecordType::TXT, &from("192.0.2.1"));
     assert_eq!(txt.answer.len(), 1);
     let aaaa = ask(&z, "api.svc.example.", RecordType::AAAA, &from("192.0.2.1"));
@@ -367,7 +362,7 @@ fn wildcard_pool_answers_with_the_query_name() {
     );
     let a = ask(&z, "foo.w.test.", RecordType::A, &from("192.0.2.1"));
     assert_eq!(data(&a), vec!["192.0.2.7"]);
-    assert_eq!(a.answer[0].name(), &name("foo.w.test."));
+    assert_eq!(a.answer[0].name, name("foo.w.test."));
 }
 
 // ---------------------------------------------------------------- weights
@@ -1082,7 +1077,7 @@ fn relative_zone_file_is_resolved_against_base_dir_and_absolute_is_not() {
         .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
         .expect("absolute path ignores base_dir");
     let a = ask(&z, "www.abs.test.", RecordType::A, &from("192.0.2.1"));
-    assert!(matches!(a.answer[0].data(), Some(RData::A(_))));
+    assert!(matches!(a.answer[0].data, RData::A(_)));
 }
 
 // ---------------------------------------------------------------- mmdb
@@ -1266,7 +1261,7 @@ fn demo_config_builds_and_answers_as_documented() {
     assert_eq!(docs.answer.len(), 2, "CNAME to the www pool, chased");
     let nx = ask(&z, "nope.demo.test.", RecordType::A, &from("127.0.0.1"));
     assert_eq!(
-        (nx.rcode, nx.authority[0].ttl()),
+        (nx.rcode, nx.authority[0].ttl),
         (ResponseCode::NXDomain, 60)
     );
     let wild = ask(

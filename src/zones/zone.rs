@@ -85,7 +85,7 @@ impl Zone {
     /// Adds zone-file records (already checked to be inside the zone).
     pub(crate) fn add_static(&mut self, records: Vec<Record>) {
         for record in records {
-            let node = self.nodes.entry(fqdn(record.name())).or_default();
+            let node = self.nodes.entry(fqdn(&record.name)).or_default();
             let rtype = record.record_type();
             match node.rrsets.iter_mut().find(|(t, _)| *t == rtype) {
                 Some((_, set)) => set.push(record),
@@ -119,8 +119,8 @@ impl Zone {
             .and_then(|s| s.first())
             .map(|soa| {
                 let mut rec = soa.clone();
-                if let Some(RData::SOA(data)) = soa.data() {
-                    rec.set_ttl(soa.ttl().min(data.minimum()));
+                if let RData::SOA(data) = &soa.data {
+                    rec.ttl = soa.ttl.min(data.minimum);
                 }
                 rec
             });
@@ -216,8 +216,7 @@ impl Zone {
             out.answer.extend(records);
             match cname_target {
                 Some(target)
-                    if self.contains(&target)
-                        && !out.answer.iter().any(|r| r.name() == &target) =>
+                    if self.contains(&target) && !out.answer.iter().any(|r| r.name == target) =>
                 {
                     name = fqdn(&target);
                 }
@@ -261,7 +260,7 @@ impl Zone {
                 .iter()
                 .map(|r| {
                     let mut r = r.clone();
-                    r.set_name(owner.clone());
+                    r.name = owner.clone();
                     r
                 })
                 .collect()
@@ -313,8 +312,8 @@ pub(crate) fn is_at_or_under(name: &Name, origin: &Name) -> bool {
 }
 
 fn cname_target(records: &[Record]) -> Option<Name> {
-    records.iter().find_map(|r| match r.data() {
-        Some(RData::CNAME(c)) => Some(c.0.clone()),
+    records.iter().find_map(|r| match &r.data {
+        RData::CNAME(c) => Some(c.0.clone()),
         _ => None,
     })
 }
@@ -370,7 +369,7 @@ pub(crate) fn parse_zone_text(
     let mut records = Vec::new();
     for set in sets.into_values() {
         for record in set.records_without_rrsigs() {
-            let owner = record.name();
+            let owner = &record.name;
             if !origin.zone_of(owner) {
                 return Err(file_error(
                     line_of_owner(text, owner, origin),
@@ -387,12 +386,12 @@ pub(crate) fn parse_zone_text(
                 ));
             }
             let mut record = record.clone();
-            if let Some(RData::SOA(soa)) = record.data() {
+            if let RData::SOA(soa) = &record.data {
                 // hickory's parser stores the SOA's EXPIRE as its TTL (a known
                 // quirk); the written TTL is lost, so use MINIMUM, the
                 // negative-caching TTL, which is what the SOA is served for.
-                let minimum = soa.minimum();
-                record.set_ttl(minimum);
+                let minimum = soa.minimum;
+                record.ttl = minimum;
             }
             records.push(record);
         }

@@ -26,7 +26,7 @@ impl Resolve for Fixed {
                         300,
                         RData::A(A(Ipv4Addr::new(192, 0, 2, i))),
                     );
-                    r.set_dns_class(DNSClass::IN);
+                    r.dns_class = DNSClass::IN;
                     r
                 })
                 .collect();

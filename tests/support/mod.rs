@@ -290,12 +290,9 @@ async fn bind_all(specs: &[ServerSpec]) -> (u16, Bound) {
 /// (payload 1232).
 pub fn make_query(name: &str, qtype: RecordType, edns: bool) -> Message {
     let name = Name::from_ascii(name).unwrap_or_else(|e| panic!("bad query name {name:?}: {e}"));
-    let mut m = Message::new();
-    m.set_id(rand::random())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(false)
-        .add_query(Query::query(name, qtype));
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = false;
+    m.add_query(Query::query(name, qtype));
     if edns {
         let mut e = Edns::new();
         e.set_max_payload(1232);
@@ -447,11 +444,11 @@ pub async fn ask(addr: SocketAddr, name: &str, t: RecordType) -> Message {
 /// The addresses in a reply's A and AAAA answers, sorted.
 pub fn addrs(m: &Message) -> Vec<String> {
     let mut v: Vec<String> = m
-        .answers()
+        .answers
         .iter()
-        .filter_map(|r| match r.data() {
-            Some(hickory_proto::rr::RData::A(a)) => Some(a.0.to_string()),
-            Some(hickory_proto::rr::RData::AAAA(a)) => Some(a.0.to_string()),
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0.to_string()),
+            hickory_proto::rr::RData::AAAA(a) => Some(a.0.to_string()),
             _ => None,
         })
         .collect();

@@ -154,11 +154,11 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
             0,
         );
     };
-    if query.message_type() != MessageType::Query {
+    if query.metadata.message_type != MessageType::Query {
         return (None, 0);
     }
-    let edns = query.extensions().is_some();
-    let cookie = query.extensions().as_ref().and_then(|e| {
+    let edns = query.edns.is_some();
+    let cookie = query.edns.as_ref().and_then(|e| {
         match e.option(hickory_proto::rr::rdata::opt::EdnsCode::Cookie) {
             Some(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, data)) => {
                 Some(data.clone())
@@ -166,13 +166,13 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
             _ => None,
         }
     });
-    if let Some(q) = query.queries().first() {
+    if let Some(q) = query.queries.first() {
         lock(&state.queries).push(SeenQuery {
             name: q.name().to_string(),
             qtype: q.query_type(),
             tcp,
             edns,
-            id: query.id(),
+            id: query.metadata.id,
             cookie: cookie.clone(),
         });
     }
@@ -181,17 +181,18 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         return (None, faults.delay_ms);
     }
 
-    let mut resp = Message::new();
-    resp.set_id(query.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(query.op_code())
-        .set_recursion_desired(query.recursion_desired())
-        .set_recursion_available(false)
-        .set_checking_disabled(query.checking_disabled());
-    for q in query.queries() {
+    let mut resp = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
+    resp.metadata.recursion_desired = query.metadata.recursion_desired;
+    resp.metadata.recursion_available = false;
+    resp.metadata.checking_disabled = query.metadata.checking_disabled;
+    for q in &query.queries {
         let mut q = q.clone();
         if faults.lowercase_question {
-            q.set_name(q.name().to_lowercase());
+            q.set_name(q.name.to_lowercase());
         }
         resp.add_query(q);
     }
@@ -219,14 +220,14 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
     };
 
     if faults.formerr_on_edns && edns {
-        resp.set_response_code(ResponseCode::FormErr);
-    } else if query.queries().len() != 1 {
-        resp.set_response_code(ResponseCode::FormErr);
+        resp.metadata.response_code = ResponseCode::FormErr;
+    } else if query.queries.len() != 1 {
+        resp.metadata.response_code = ResponseCode::FormErr;
         if edns {
             add_opt(&mut resp);
         }
     } else if let Some(rc) = faults.rcode {
-        resp.set_response_code(rc);
+        resp.metadata.response_code = rc;
         if edns {
             add_opt(&mut resp);
         }
@@ -234,11 +235,11 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         if edns {
             add_opt(&mut resp);
         }
-        let q = &query.queries()[0];
-        if query.op_code() != OpCode::Query {
-            resp.set_response_code(ResponseCode::NotImp);
+        let q = &query.queries[0];
+        if query.metadata.op_code != OpCode::Query {
+            resp.metadata.response_code = ResponseCode::NotImp;
         } else if q.query_class() != DNSClass::IN && q.query_class() != DNSClass::ANY {
-            resp.set_response_code(ResponseCode::Refused);
+            resp.metadata.response_code = ResponseCode::Refused;
         } else {
             let asked = q.query_type();
             let served = match faults.answer_as {
@@ -247,26 +248,24 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
             };
             answer_into(state, q.name(), served, &mut resp);
             if faults.lame_types.contains(&asked) {
-                resp.set_authoritative(false);
-                resp.take_answers();
-                let soa: Vec<Record> = resp
-                    .take_name_servers()
+                resp.metadata.authoritative = false;
+                std::mem::take(&mut resp.answers);
+                let soa: Vec<Record> = std::mem::take(&mut resp.authorities)
                     .into_iter()
                     .filter(|r| r.record_type() == RecordType::SOA)
                     .collect();
-                resp.add_name_servers(soa);
-                resp.take_additionals();
+                resp.add_authorities(soa);
+                std::mem::take(&mut resp.additionals);
             }
             if faults.clear_aa {
-                resp.set_authoritative(false);
+                resp.metadata.authoritative = false;
             }
             if faults.strip_soa {
-                let kept: Vec<Record> = resp
-                    .take_name_servers()
+                let kept: Vec<Record> = std::mem::take(&mut resp.authorities)
                     .into_iter()
                     .filter(|r| r.record_type() != RecordType::SOA)
                     .collect();
-                resp.add_name_servers(kept);
+                resp.add_authorities(kept);
             }
         }
     }
@@ -279,7 +278,7 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         // RFC 6891 §6.2.5: payload values below 512 are treated as 512.
         usize::from(
             query
-                .extensions()
+                .edns
                 .as_ref()
                 .map_or(512, |e| e.max_payload().max(512)),
         )
@@ -289,10 +288,10 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
         Err(_) => return (None, faults.delay_ms),
     };
     if reply.len() > limit {
-        resp.take_answers();
-        resp.take_name_servers();
-        resp.take_additionals();
-        resp.set_truncated(true);
+        std::mem::take(&mut resp.answers);
+        std::mem::take(&mut resp.authorities);
+        std::mem::take(&mut resp.additionals);
+        resp.metadata.truncation = true;
         match resp.to_vec() {
             Ok(v) => reply = v,
             Err(_) => return (None, faults.delay_ms),
@@ -300,7 +299,7 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
     }
     let forged = faults.wrong_id.then(|| {
         let mut f = reply.clone();
-        let id = query.id().wrapping_add(1).to_be_bytes();
+        let id = query.metadata.id.wrapping_add(1).to_be_bytes();
         f[0] = id[0];
         f[1] = id[1];
         f
@@ -330,14 +329,14 @@ fn answer_into(
         .max_by_key(|z| z.origin.iter().count());
     match zone {
         None => {
-            resp.set_response_code(ResponseCode::Refused);
+            resp.metadata.response_code = ResponseCode::Refused;
         }
         Some(z) => {
             let r = z.answer(qname, qtype);
-            resp.set_response_code(r.rcode)
-                .set_authoritative(r.aa)
-                .add_answers(r.answer)
-                .add_name_servers(r.authority)
+            resp.metadata.response_code = r.rcode;
+            resp.metadata.authoritative = r.aa;
+            resp.add_answers(r.answer)
+                .add_authorities(r.authority)
                 .add_additionals(r.additional);
         }
     }

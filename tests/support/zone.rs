@@ -16,7 +16,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
 const DEFAULT_TTL: u32 = 3600;
-/// RFC 6672 does not give DNAME a code point in hickory-proto 0.24.
+/// DNAME (RFC 6672) has a type but no rdata parser in hickory-proto: its rdata stays `RData::Unknown`.
 pub const DNAME: u16 = 39;
 const MAX_CHAIN: usize = 8;
 
@@ -405,7 +405,7 @@ pub fn parse_records(text: &str) -> Result<(Option<Name>, Vec<Record>), String> 
         let rdata = parse_rdata(rtype, &toks[i + 1..], origin.as_ref()).map_err(ctx)?;
         let ttl = ttl.or(default_ttl).unwrap_or(DEFAULT_TTL);
         let mut rec = Record::from_rdata(owner.clone(), ttl, rdata);
-        rec.set_dns_class(class);
+        rec.dns_class = class;
         records.push(rec);
         last_owner = Some(owner);
     }
@@ -444,11 +444,11 @@ fn labels(n: &Name) -> usize {
 }
 
 fn rdata_name(r: &Record) -> Option<Name> {
-    match r.data()? {
+    match &r.data {
         RData::CNAME(c) => Some(c.0.clone()),
         RData::NS(n) => Some(n.0.clone()),
         RData::Unknown { code, rdata } if *code == RecordType::Unknown(DNAME) => {
-            wire_to_name(rdata.anything())
+            wire_to_name(&rdata.anything)
         }
         _ => None,
     }
@@ -476,10 +476,10 @@ impl Zone {
         let origin = origin.ok_or("zone has neither $ORIGIN nor SOA")?;
         let mut nodes: BTreeMap<Name, Vec<Record>> = BTreeMap::new();
         for r in records {
-            if !origin.zone_of(r.name()) {
+            if !origin.zone_of(&r.name) {
                 return Err(format!("record {r} is outside the zone {origin}"));
             }
-            nodes.entry(r.name().clone()).or_default().push(r);
+            nodes.entry(r.name.clone()).or_default().push(r);
         }
         let zone = Zone { origin, nodes };
         if zone.soa().is_none() {
@@ -497,9 +497,9 @@ impl Zone {
         self.soa()
             .map(|s| {
                 let mut s = s.clone();
-                if let Some(RData::SOA(d)) = s.data() {
-                    let ttl = s.ttl().min(d.minimum());
-                    s.set_ttl(ttl);
+                if let RData::SOA(d) = &s.data {
+                    let ttl = s.ttl.min(d.minimum);
+                    s.ttl = ttl;
                 }
                 vec![s]
             })
@@ -540,7 +540,7 @@ impl Zone {
                         Ok(new) => {
                             let cname = Record::from_rdata(
                                 qname.clone(),
-                                d.ttl(),
+                                d.ttl,
                                 RData::CNAME(CNAME(new.clone())),
                             );
                             Step::Alias(vec![d, cname], new)
@@ -581,7 +581,7 @@ impl Zone {
     fn match_node(rs: &[Record], qname: &Name, qtype: RecordType) -> Step {
         let rename = |r: &Record| {
             let mut r = r.clone();
-            r.set_name(qname.clone());
+            r.name = qname.clone();
             r
         };
         let hits: Vec<Record> = rs
