@@ -2,12 +2,12 @@
 //! only its owner can flush the cache or read statistics.
 //!
 //! Protocol: one request line, one reply ending when the server closes.
-//! Requests: `reload`, `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
+//! Requests: `reload`, `trace NAME [TYPE] [json]`, `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
 //! `pools`, `servers`, `dump-cache FILE`, `load-cache FILE` (absolute paths: the daemon's
 //! working directory is not the client's).
 
 use crate::handler::Handler;
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RecordType};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
@@ -53,7 +53,7 @@ pub fn start(
                 let reply = if line.trim() == "reload" {
                     request_reload(&reload).await
                 } else {
-                    execute(&handler, line.trim())
+                    execute_async(&handler, line.trim()).await
                 };
                 let _ = wr.write_all(reply.as_bytes()).await;
             });
@@ -77,6 +77,48 @@ async fn request_reload(
     match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
         Ok(Ok(text)) => text,
         _ => "error: reload did not finish\n".into(),
+    }
+}
+
+/// Runs one control command, those that wait for the network (`trace`)
+/// included, and returns its reply text. `reload` is not among them: the
+/// process that owns the configuration file answers it.
+pub async fn execute_async(handler: &Handler, line: &str) -> String {
+    if line.starts_with("trace ") {
+        trace(handler, line).await
+    } else {
+        execute(handler, line)
+    }
+}
+
+/// `trace NAME [TYPE] [json]`: one resolution with the caches bypassed,
+/// every upstream exchange listed.
+async fn trace(handler: &Handler, line: &str) -> String {
+    let mut words: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let json = words.last() == Some(&"json");
+    if json {
+        words.pop();
+    }
+    let (name, qtype) = match words.as_slice() {
+        [name] => (*name, RecordType::A),
+        [name, t] => match RecordType::from_str(&t.to_ascii_uppercase()) {
+            Ok(t) => (*name, t),
+            Err(_) => return format!("error: unknown type {t:?}\n"),
+        },
+        _ => return "error: usage: trace NAME [TYPE] [json]\n".into(),
+    };
+    let mut name = match Name::from_str(name) {
+        Ok(n) => n,
+        Err(e) => return format!("error: bad name {name:?}: {e}\n"),
+    };
+    name.set_fqdn(true);
+    match handler.trace(name, qtype).await {
+        Some(t) if json => match serde_json::to_string_pretty(&t) {
+            Ok(s) => s + "\n",
+            Err(e) => format!("error: {e}\n"),
+        },
+        Some(t) => t.render(),
+        None => "error: this resolver cannot trace\n".into(),
     }
 }
 
@@ -115,7 +157,7 @@ pub fn execute(handler: &Handler, line: &str) -> String {
             Err(e) => format!("error: {e}\n"),
         },
         _ => format!(
-            "error: unknown command {line:?} (try: reload, stats, flush, flush NAME, flush NAME subtree, \
+            "error: unknown command {line:?} (try: reload, trace NAME [TYPE], stats, flush, flush NAME, flush NAME subtree, \
              dump-cache FILE, load-cache FILE, pools, servers)\n"
         ),
     }

@@ -620,6 +620,35 @@ impl Handler {
         self.dnstap.load_full()
     }
 
+    /// `control trace`: resolves with the caches bypassed and returns the
+    /// walk. The answer is still stored, so clients see what it learned.
+    /// None when the resolver cannot trace.
+    pub async fn trace(
+        &self,
+        qname: Name,
+        qtype: RecordType,
+    ) -> Option<crate::resolve::trace::Trace> {
+        let resolver = self.resolver.load_full();
+        let (s, steps) = resolver.trace(qname.clone(), qtype).await?;
+        let text = |v: &[hickory_proto::rr::Record]| v.iter().map(|r| r.to_string()).collect();
+        let trace = crate::resolve::trace::Trace {
+            qname: qname.to_string(),
+            qtype: qtype.to_string(),
+            steps,
+            rcode: crate::metrics::RCODES
+                .get(usize::from(s.rcode & 0x0f))
+                .copied()
+                .unwrap_or("?")
+                .to_string(),
+            answer: text(&s.answer),
+            authority: text(&s.authority),
+            error: s.ede.as_ref().map(|e| e.text.clone()),
+        };
+        let key = crate::cache::key_for(&qname, qtype);
+        self.cache.store(&key, &qname, qtype, s);
+        Some(trace)
+    }
+
     /// What the resolver knows about upstream servers (infra cache).
     pub fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
         self.resolver.load().servers()

@@ -63,6 +63,18 @@ enum ControlAction {
         #[arg(long)]
         subtree: bool,
     },
+    /// Resolve NAME with the caches bypassed and print every upstream
+    /// exchange: server, zone cut, question, RTT, RCODE, what was learned.
+    Trace {
+        /// The name to resolve.
+        name: String,
+        /// Its type (default A).
+        #[arg(default_value = "A")]
+        qtype: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every pool member: weight, region, health, how often drawn.
     Pools,
     /// The infra cache: per upstream address, smoothed RTT and hold-downs.
@@ -412,6 +424,9 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
             format!("flush {n}{}", if *subtree { " subtree" } else { "" })
         }
         ControlAction::Pools => "pools".to_string(),
+        ControlAction::Trace { name, qtype, json } => {
+            format!("trace {name} {qtype}{}", if *json { " json" } else { "" })
+        }
         ControlAction::Servers => "servers".to_string(),
         // The daemon resolves paths against its own working directory.
         ControlAction::DumpCache { file } => format!("dump-cache {}", absolute(file)?.display()),

@@ -9,23 +9,37 @@ use hickory_proto::rr::RecordType;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::under_test::{config_for, root_zone, start};
+use support::under_test::{config_for, start};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// root .1 → test. .2 → example.test. (.3 and .6)
 fn world(n: u8) -> Vec<ServerSpec> {
-    let root = root_zone(n, &[("test", 2)]);
+    world_in(&format!("127.{n}.0"))
+}
+
+/// [`world`] on `PREFIX.1`, `.2`, `.3` and `.6`.
+fn world_in(p: &str) -> Vec<ServerSpec> {
+    let root = format!(
+        "$ORIGIN .
+$TTL 86400
+@ SOA a.root-servers.test. hostmaster.test. 1 3600 600 86400 300
+@ NS a.root-servers.test.
+a.root-servers.test. A {p}.1
+test. NS ns1.test.
+ns1.test. A {p}.2
+"
+    );
     let tld = format!(
         "$ORIGIN test.
 $TTL 86400
 @ SOA ns1 hostmaster 1 3600 600 86400 300
 @ NS ns1
-ns1 A 127.{n}.0.2
+ns1 A {p}.2
 example NS ns1.example
 example NS ns2.example
-ns1.example A 127.{n}.0.3
-ns2.example A 127.{n}.0.6
+ns1.example A {p}.3
+ns2.example A {p}.6
 "
     );
     let example = format!(
@@ -34,8 +48,8 @@ $TTL 300
 @ SOA ns1 hostmaster 1 3600 600 86400 120
 @ NS ns1
 @ NS ns2
-ns1 A 127.{n}.0.3
-ns2 A 127.{n}.0.6
+ns1 A {p}.3
+ns2 A {p}.6
 www A 192.0.2.10
 www AAAA 2001:db8::10
 mail A 192.0.2.25
@@ -43,10 +57,10 @@ short 1 A 192.0.2.99
 "
     );
     vec![
-        ServerSpec::new("a.root-servers.test.", &format!("127.{n}.0.1"), &[&root]).root(),
-        ServerSpec::new("ns1.test.", &format!("127.{n}.0.2"), &[&tld]),
-        ServerSpec::new("ns1.example.test.", &format!("127.{n}.0.3"), &[&example]),
-        ServerSpec::new("ns2.example.test.", &format!("127.{n}.0.6"), &[&example]),
+        ServerSpec::new("a.root-servers.test.", &format!("{p}.1"), &[&root]).root(),
+        ServerSpec::new("ns1.test.", &format!("{p}.2"), &[&tld]),
+        ServerSpec::new("ns1.example.test.", &format!("{p}.3"), &[&example]),
+        ServerSpec::new("ns2.example.test.", &format!("{p}.6"), &[&example]),
     ]
 }
 
@@ -952,4 +966,78 @@ async fn reload_under_load_loses_no_query() {
     assert!(us > 100 && ts > 100, "load was sent: udp {us}, tcp {ts}");
     assert_eq!(ua, us, "UDP queries lost across 20 reloads");
     assert_eq!(ta, ts, "TCP queries lost across 20 reloads");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_names_each_server_of_a_three_level_walk_in_order() {
+    use resolvd::control::{execute, execute_async};
+    let sim = Sim::start(world_in("127.201.1")).await;
+    let cfg = config_for(&sim);
+    let (d, addr) = start(&cfg).await;
+    // Warm every cache: the trace must walk all the same.
+    ask(addr, "www.example.test.", RecordType::A).await;
+    sim.clear_queries();
+
+    let mut text = execute_async(d.handler(), "trace www.example.test. A").await;
+    text.push_str(&execute_async(d.handler(), "trace www.example.test. AAAA json").await);
+    let (plain, json) = text.split_at(text.find('{').expect("JSON after the text"));
+    let servers: Vec<&str> = plain
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|w| w.starts_with("127.201.1."))
+        .collect();
+    // root, test., then either server of example.test.
+    assert_eq!(servers.len(), 3, "{plain}");
+    assert_eq!(servers[..2], ["127.201.1.1", "127.201.1.2"], "{plain}");
+    assert!(
+        ["127.201.1.3", "127.201.1.6"].contains(&servers[2]),
+        "{plain}"
+    );
+    let lines: Vec<&str> = plain.lines().collect();
+    assert!(
+        lines[1].contains("zone .") && lines[1].contains("referral to test."),
+        "{plain}"
+    );
+    assert!(
+        lines[2].contains("zone test.") && lines[2].contains("referral to example.test."),
+        "{plain}"
+    );
+    assert!(
+        lines[3].contains("zone example.test.")
+            && lines[3].contains("www.example.test. A")
+            && lines[3].contains("NOERROR")
+            && lines[3].contains("answer (1 records)"),
+        "{plain}"
+    );
+    // QNAME minimisation: the root was asked for test., not the full name.
+    assert!(lines[1].contains(" test. A (minimised)"), "{plain}");
+    assert!(lines[2].contains(" example.test. A (minimised)"), "{plain}");
+    assert!(
+        plain.contains("answer: NOERROR") && plain.contains("192.0.2.10"),
+        "{plain}"
+    );
+    assert!(
+        sim.total_queries() >= 6,
+        "both traces walked: {}",
+        sim.total_queries()
+    );
+
+    let v: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    assert_eq!(v["qtype"], "AAAA");
+    assert_eq!(v["rcode"], "NOERROR");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{json}");
+    assert_eq!(steps[0]["server"], "127.201.1.1");
+    let third = steps[2]["server"].as_str().unwrap();
+    assert!(third == "127.201.1.3" || third == "127.201.1.6", "{json}");
+    assert_eq!(steps[2]["minimised"], false);
+    assert!(steps[2]["rtt_ms"].as_f64().unwrap() >= 0.0);
+    assert!(v["answer"][0].as_str().unwrap().contains("2001:db8::10"));
+
+    // The trace stored what it learned: the AAAA now comes from the cache.
+    sim.clear_queries();
+    ask(addr, "www.example.test.", RecordType::AAAA).await;
+    assert_eq!(sim.total_queries(), 0);
+    assert!(execute(d.handler(), "trace").starts_with("error"));
+    d.shutdown().await;
 }

@@ -73,6 +73,9 @@ impl ResolveError {
 struct Budget {
     queries: AtomicU32,
     max_queries: u32,
+    /// Set for `control trace`: the caches are bypassed and every
+    /// exchange is recorded.
+    trace: Option<crate::resolve::trace::TraceLog>,
 }
 
 impl Budget {
@@ -153,9 +156,32 @@ impl Iterator {
         let budget = Budget {
             queries: AtomicU32::new(0),
             max_queries: self.cfg.max_upstream_queries,
+            trace: None,
         };
+        self.run_with(qname, qtype, &budget).await
+    }
+
+    /// One resolution from the root hints down, cached RRsets and
+    /// delegations ignored (what is learned is still stored), with every
+    /// upstream exchange recorded.
+    async fn run_traced(
+        &self,
+        qname: Name,
+        qtype: RecordType,
+    ) -> (Sections, Vec<crate::resolve::trace::TraceStep>) {
+        let budget = Budget {
+            queries: AtomicU32::new(0),
+            max_queries: self.cfg.max_upstream_queries,
+            trace: Some(Default::default()),
+        };
+        let s = self.run_with(qname, qtype, &budget).await;
+        let steps = budget.trace.as_ref().map(|t| t.take()).unwrap_or_default();
+        (s, steps)
+    }
+
+    async fn run_with(&self, qname: Name, qtype: RecordType, budget: &Budget) -> Sections {
         let deadline = self.cfg.query_deadline.0;
-        match tokio::time::timeout(deadline, self.resolve_name(&qname, qtype, &budget, 0)).await {
+        match tokio::time::timeout(deadline, self.resolve_name(&qname, qtype, budget, 0)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(%qname, ?qtype, error = %e, "resolution failed");
@@ -186,11 +212,12 @@ impl Iterator {
             for _ in 0..=self.cfg.max_cname_chain {
                 // Known authoritative data first: the tail of a cached chain
                 // needs no upstream query.
-                if let Some(rs) = self.store.get_fresh(&current, qtype) {
+                let bypass = budget.trace.is_some();
+                if let Some(rs) = self.store.get_fresh(&current, qtype).filter(|_| !bypass) {
                     chain.extend(rs);
                     return Ok(answer(chain));
                 }
-                if qtype != RecordType::CNAME {
+                if qtype != RecordType::CNAME && !bypass {
                     if let Some(rs) =
                         self.store
                             .get(&current, RecordType::CNAME, Rank::NonAuthAnswer)
@@ -204,7 +231,14 @@ impl Iterator {
                         continue;
                     }
                 }
-                match self.lookup(&current, qtype, budget, depth).await? {
+                if let Some(t) = &budget.trace {
+                    t.enter(&current);
+                }
+                let looked = self.lookup(&current, qtype, budget, depth).await;
+                if let Some(t) = &budget.trace {
+                    t.leave();
+                }
+                match looked? {
                     Outcome::Answer(records) => {
                         let (used, end, complete) = follow_chain(&records, &current, qtype);
                         chain.extend(used);
@@ -242,6 +276,12 @@ impl Iterator {
             name.base_name()
         } else {
             name.clone()
+        };
+        // A trace walks from the root, whatever delegations are known.
+        let from = if budget.trace.is_some() {
+            Name::root()
+        } else {
+            from
         };
         let mut cut = self.deepest_cut(&from, budget).await;
         let full = name.num_labels() as usize;
@@ -571,7 +611,11 @@ impl Iterator {
             budget.spend()?;
             Metrics::inc(&self.metrics.upstream_queries);
             let t = self.servers.timeout(ip, (attempt / addrs.len()) as u32);
-            let reply = match self.upstream.exchange(ip, sname, stype, t).await {
+            let exchanged = self.upstream.exchange(ip, sname, stype, t).await;
+            if let (Some(tr), Err(e)) = (&budget.trace, &exchanged) {
+                tr.exchange(ip, &cut.zone, sname, stype, None, None, e.to_string());
+            }
+            let reply = match exchanged {
                 Ok(r) => r,
                 Err(ExchangeError::Timeout) => {
                     Metrics::inc(&self.metrics.upstream_timeouts);
@@ -589,7 +633,37 @@ impl Iterator {
                 Metrics::inc(&self.metrics.upstream_tcp_fallbacks);
             }
             self.servers.record_rtt(ip, reply.rtt);
-            match classify(&self.store, &reply.msg, cut, sname, stype) {
+            let classified = classify(&self.store, &reply.msg, cut, sname, stype);
+            if let Some(tr) = &budget.trace {
+                let learned = match &classified {
+                    Some(Outcome::Referral(child)) => format!("referral to {}", child.zone),
+                    Some(Outcome::Answer(rs)) => format!("answer ({} records)", rs.len()),
+                    Some(Outcome::Negative { rcode: r, .. }) if *r == rcode::NXDOMAIN => {
+                        "NXDOMAIN".to_string()
+                    }
+                    Some(Outcome::Negative { .. }) => "NODATA".to_string(),
+                    None => format!("lame for {}", cut.zone),
+                };
+                tr.exchange(
+                    ip,
+                    &cut.zone,
+                    sname,
+                    stype,
+                    Some(reply.rtt),
+                    Some(
+                        crate::metrics::RCODES
+                            .get(usize::from(
+                                u16::from(reply.msg.metadata.response_code) & 0x0f,
+                            ))
+                            .map_or_else(
+                                || reply.msg.metadata.response_code.to_string(),
+                                |n| n.to_string(),
+                            ),
+                    ),
+                    learned,
+                );
+            }
+            match classified {
                 Some(o) => {
                     Metrics::inc(&self.metrics.upstream_answered);
                     return Ok(Some(o));
@@ -646,6 +720,14 @@ impl Resolve for Iterator {
 
     fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
         self.servers.snapshot()
+    }
+
+    fn trace(
+        &self,
+        qname: Name,
+        qtype: RecordType,
+    ) -> BoxFuture<'_, Option<(Sections, Vec<crate::resolve::trace::TraceStep>)>> {
+        Box::pin(async move { Some(self.run_traced(qname, qtype).await) })
     }
 }
 

@@ -17,6 +17,7 @@ mod classify;
 pub mod iterate;
 pub mod servers;
 pub mod store;
+pub mod trace;
 pub mod upstream;
 
 /// A boxed future, so resolvers can sit behind `dyn Resolve`.
@@ -36,6 +37,16 @@ pub trait Resolve: Send + Sync + 'static {
     /// Resolvers without one return nothing.
     fn servers(&self) -> Vec<servers::ServerInfo> {
         Vec::new()
+    }
+
+    /// Resolves with the caches bypassed, recording every upstream
+    /// exchange (`control trace`). None when the resolver cannot trace.
+    fn trace(
+        &self,
+        _qname: Name,
+        _qtype: RecordType,
+    ) -> BoxFuture<'_, Option<(Sections, Vec<trace::TraceStep>)>> {
+        Box::pin(async { None })
     }
 }
 
