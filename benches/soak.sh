@@ -148,6 +148,8 @@ tcp_idle_timeout = "$((DUR + 60))s"
 root_hints = "$WORK/root.hints"
 query_loopback = true
 special_use_exclude = ["test."]
+[dnssec]
+validation = false
 [cache]
 max_size = "${MAX_SIZE_MIB}MiB"
 [log]

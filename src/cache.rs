@@ -16,6 +16,7 @@
 //! `resolve::store`.
 
 use crate::config::CacheConfig;
+use crate::validate::Security;
 use crate::wire::answer::{Sections, WireAnswer};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use moka::sync::Cache;
@@ -50,6 +51,8 @@ pub struct AnswerCache {
     cfg: Arc<arc_swap::ArcSwap<CacheConfig>>,
     /// Answers pushed out by the memory bound (not by expiry or flush).
     evictions: Arc<std::sync::atomic::AtomicU64>,
+    /// Lifetime of a bogus answer (`[dnssec] bogus_ttl`).
+    bogus_ttl: u32,
 }
 
 /// What one entry costs beyond its key and answer: moka's bookkeeping
@@ -147,7 +150,14 @@ impl AnswerCache {
             nxdomains,
             cfg: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
             evictions,
+            bogus_ttl: 60,
         }
+    }
+
+    /// Sets how long bogus answers are kept (`[dnssec] bogus_ttl`).
+    pub fn with_bogus_ttl(mut self, secs: u32) -> AnswerCache {
+        self.bogus_ttl = secs;
+        self
     }
 
     /// The entry for a key, live or stale.
@@ -194,7 +204,12 @@ impl AnswerCache {
             .find(|r| r.record_type() == RecordType::SOA)
             .cloned();
         let mut a = WireAnswer::encode(qname, qtype, s).ok()?;
-        if failure {
+        let bogus = a.security == Security::Bogus;
+        if bogus {
+            // Remembered so a broken zone is not re-validated per query;
+            // CD=1 clients get the data from this entry meanwhile.
+            a.ttl = a.ttl.min(self.bogus_ttl);
+        } else if failure {
             a.ttl = cfg.servfail_ttl;
         } else if negative && soa.is_none() {
             // RFC 2308 §5 says not to cache it at all; a short floor
@@ -206,7 +221,7 @@ impl AnswerCache {
             if let Some(c) = &self.answers {
                 c.insert(self.hash_keys.hash_one(key), a.clone());
             }
-            if let (3, Some(nx), Some(soa)) = (rcode, &self.nxdomains, soa) {
+            if let (3, false, Some(nx), Some(soa)) = (rcode, bogus, &self.nxdomains, soa) {
                 nx.insert(
                     name_to_wire(qname).into_boxed_slice(),
                     Arc::new(NxDomain {

@@ -53,6 +53,9 @@ pub struct Config {
     /// The dnstap query log.
     #[serde(default)]
     pub dnstap: DnstapConfig,
+    /// DNSSEC validation.
+    #[serde(default)]
+    pub dnssec: DnssecConfig,
     /// Directory that relative paths (zone files, root hints) are resolved
     /// against: the config file's directory. Not a TOML key.
     #[serde(skip)]
@@ -315,6 +318,67 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[dnssec]`: validation (RFC 4033–4035, 5155, 6840).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnssecConfig {
+    /// Validate answers; when false, DO stays off upstream.
+    pub validation: bool,
+    /// Files of DS or DNSKEY records (zone-file syntax); empty = the IANA
+    /// root KSKs built in. A file naming the root replaces them.
+    pub trust_anchor_files: Vec<String>,
+    /// Domains not validated (RFC 7646).
+    pub negative_trust_anchors: Vec<String>,
+    /// How long a bogus answer is remembered.
+    pub bogus_ttl: Dur,
+    /// NSEC3 iterations above which a proof is insecure (RFC 9276 §3.2).
+    pub max_nsec3_iterations: u16,
+    /// Tolerance on RRSIG inception and expiration.
+    pub clock_skew: Dur,
+    /// Signature verifications and NSEC3 hashes allowed for one client
+    /// query (KeyTrap, CVE-2023-50387; CVE-2023-50868).
+    pub max_validation_work: u32,
+    /// RRSIGs tried per RRset.
+    pub max_signatures_per_rrset: u32,
+    /// DNSKEYs with the same key tag tried per RRSIG.
+    pub max_keys_per_tag: u32,
+}
+
+impl Default for DnssecConfig {
+    fn default() -> Self {
+        DnssecConfig {
+            validation: true,
+            trust_anchor_files: Vec::new(),
+            negative_trust_anchors: Vec::new(),
+            bogus_ttl: Dur::secs(60),
+            max_nsec3_iterations: 150,
+            clock_skew: Dur::secs(3600),
+            max_validation_work: 64,
+            max_signatures_per_rrset: 8,
+            max_keys_per_tag: 4,
+        }
+    }
+}
+
+impl DnssecConfig {
+    /// Negative trust anchors as names (entries that do not parse were
+    /// rejected by validation).
+    pub fn negative_anchors(&self) -> Vec<Name> {
+        self.negative_trust_anchors
+            .iter()
+            .filter_map(|x| Name::from_ascii(x).ok())
+            .collect()
+    }
+
+    /// Anchor file paths resolved against the config's directory.
+    pub fn anchor_paths(&self, base: &Path) -> Vec<String> {
+        self.trust_anchor_files
+            .iter()
+            .map(|f| base.join(f).display().to_string())
+            .collect()
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -504,6 +568,26 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        // Anchor files are read relative to the config's directory, so
+        // they are checked once that is known.
+        if cfg.dnssec.validation {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let errs: Vec<ConfigError> = cfg
+                .dnssec
+                .anchor_paths(&cfg.base_dir)
+                .iter()
+                .filter_map(|f| crate::validate::anchors::parse_file(Path::new(f)).err())
+                .map(|e| ConfigError::Invalid {
+                    path: path.display().to_string(),
+                    line: line_of_key(&text, "trust_anchor_files"),
+                    key: "trust_anchor_files: ".into(),
+                    message: e.to_string(),
+                })
+                .collect();
+            if !errs.is_empty() {
+                return Err(errs);
+            }
+        }
         Ok(cfg)
     }
 
@@ -586,6 +670,20 @@ impl Config {
                     format!("{x:?} is not a domain name: {e}"),
                 ),
             }
+        }
+        for x in &self.dnssec.negative_trust_anchors {
+            if let Err(e) = Name::from_ascii(x) {
+                bad(
+                    "negative_trust_anchors",
+                    format!("{x:?} is not a domain name: {e}"),
+                );
+            }
+        }
+        if self.dnssec.max_signatures_per_rrset == 0 || self.dnssec.max_keys_per_tag == 0 {
+            bad(
+                "max_signatures_per_rrset",
+                "max_signatures_per_rrset and max_keys_per_tag must be at least 1".into(),
+            );
         }
         if self.cache.min_ttl > self.cache.max_ttl {
             bad("min_ttl", "must not exceed max_ttl".into());

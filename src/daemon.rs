@@ -10,11 +10,13 @@ use crate::handler::{Handler, HandlerConfig};
 use crate::listener::{tcp, udp, BindError};
 use crate::metrics::Metrics;
 use crate::resolve::iterate::Iterator as IterativeResolver;
+use crate::resolve::secure::Dnssec;
 use crate::resolve::Resolve;
 use crate::root_hints::{RootHints, RootHintsError};
 use crate::transport::proxy::ProxyPolicy;
 use crate::transport::tls::{Tls, TlsError};
 use crate::transport::{doh, tls, ListenerShared};
+use crate::validate::anchors::AnchorError;
 use crate::zones::{HealthGuard, LocalZones, ZonesError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A trust anchor file unusable.
+    #[error(transparent)]
+    Anchors(#[from] AnchorError),
 }
 
 /// A started daemon. Dropping it without [`Daemon::shutdown`] stops the
@@ -322,7 +327,7 @@ impl Daemon {
                 ratelimit: cfg.server.ratelimit.clone(),
             },
             zones.clone(),
-            AnswerCache::new(&cfg.cache),
+            AnswerCache::new(&cfg.cache).with_bogus_ttl(cfg.dnssec.bogus_ttl.0.as_secs() as u32),
             resolver,
             metrics,
         ));
@@ -745,11 +750,17 @@ fn build_resolver(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Resolve
         Some(p) => RootHints::load(&cfg.base_dir.join(p))?,
         None => RootHints::iana(),
     };
+    let dnssec = Dnssec::from_config(&cfg.dnssec, &cfg.base_dir)?.map(Arc::new);
+    match &dnssec {
+        Some(d) => tracing::info!(anchors = ?d.anchored_zones(), "DNSSEC validation on"),
+        None => tracing::warn!("DNSSEC validation off ([dnssec] validation = false)"),
+    }
     Ok(Arc::new(IterativeResolver::new(
         cfg.resolver.clone(),
         &cfg.cache,
         hints,
         metrics,
+        dnssec,
     )))
 }
 

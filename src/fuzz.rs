@@ -62,6 +62,7 @@ pub fn upstream_reply(bytes: &[u8]) {
             &CacheConfig::default(),
             RootHints::iana(),
             Arc::new(Metrics::default()),
+            None,
         )
     });
     let Some((flag, reply)) = bytes.split_first() else {

@@ -23,5 +23,6 @@ pub mod ratelimit;
 pub mod resolve;
 pub mod root_hints;
 pub mod transport;
+pub mod validate;
 pub mod wire;
 pub mod zones;

@@ -79,6 +79,12 @@ pub struct Metrics {
     pub dnstap_sent: AtomicU64,
     /// dnstap messages dropped because the queue was full or no reader.
     pub dnstap_dropped: AtomicU64,
+    /// Resolved answers validated secure (RFC 4035 §4.3).
+    pub dnssec_secure: AtomicU64,
+    /// Resolved answers found insecure (unsigned, or no usable algorithm).
+    pub dnssec_insecure: AtomicU64,
+    /// Resolved answers found bogus (answered SERVFAIL unless CD=1).
+    pub dnssec_bogus: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     /// Sum of the observed latencies in microseconds (the histogram's sum).
     latency_sum_us: AtomicU64,
@@ -261,6 +267,12 @@ impl Metrics {
             self.latency_quantile(0.9),
             self.latency_quantile(0.99),
         );
+        s.push_str(&format!(
+            "dnssec_secure {}\ndnssec_insecure {}\ndnssec_bogus {}\n",
+            g(&self.dnssec_secure),
+            g(&self.dnssec_insecure),
+            g(&self.dnssec_bogus),
+        ));
         s.push_str(&format!(
             "queries_udp {}\nqueries_tcp {}\nqueries_dot {}\nqueries_doh {}\ntls_handshakes {}\ntls_resumed {}\ntls_failures {}\nproxy_rejected {}\ndoh_http_errors {}\n",
             g(&self.queries_udp),

@@ -205,7 +205,7 @@ www 300 AAAA 2001:db8::1
         dir.path(),
         "r.toml",
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[resolver]\nquery_loopback = true\nupstream_port = {}\nspecial_use_exclude = [\"test.\"]\n[control]\nsocket = \"{}\"\n",
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[resolver]\nquery_loopback = true\nupstream_port = {}\nspecial_use_exclude = [\"test.\"]\n[dnssec]\nvalidation = false\n[control]\nsocket = \"{}\"\n",
             sim.port(),
             sock.display()
         ),
@@ -314,4 +314,58 @@ fn sighup_reloads_zones_and_a_bad_file_keeps_the_old_ones() {
         "192.0.2.2",
         "a syntax error changes nothing either"
     );
+}
+
+#[test]
+fn check_config_reads_trust_anchor_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = write(
+        dir.path(),
+        "corp.anchor",
+        "corp.example. IN DS 12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+    );
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[dnssec]\ntrust_anchor_files = [\"corp.anchor\"]\nnegative_trust_anchors = [\"lab.example.\"]\n",
+    );
+    let out = run(&["check-config", &good]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::path::Path::new(&anchor).exists());
+
+    let wrong = write(dir.path(), "a.anchor", "www.example. IN A 192.0.2.1\n");
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[dnssec]\n\ntrust_anchor_files = [\"a.anchor\"]\n",
+    );
+    let out = run(&["check-config", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{bad}:3: trust_anchor_files:"))
+            && err.contains("not a DS or DNSKEY"),
+        "{err}"
+    );
+    let missing = write(
+        dir.path(),
+        "missing.toml",
+        "[dnssec]\ntrust_anchor_files = [\"nowhere.anchor\"]\n",
+    );
+    let err = String::from_utf8_lossy(&run(&["check-config", &missing]).stderr).into_owned();
+    assert!(
+        err.contains("nowhere.anchor") && err.contains("cannot read"),
+        "{err}"
+    );
+    let nta = write(
+        dir.path(),
+        "nta.toml",
+        "[dnssec]\nnegative_trust_anchors = [\"bad..name\"]\n",
+    );
+    let err = String::from_utf8_lossy(&run(&["check-config", &nta]).stderr).into_owned();
+    assert!(err.contains(":2: negative_trust_anchors:"), "{err}");
 }

@@ -11,6 +11,7 @@
 
 use super::store::{ns_target, Delegation, Rank, Store};
 use crate::wire::query::rcode;
+use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -20,9 +21,12 @@ const DNAME: u16 = 39;
 
 /// What one server said about one question, after bailiwick filtering.
 pub(crate) enum Outcome {
-    /// Records for the name (possibly a CNAME/DNAME chain).
-    Answer(Vec<Record>),
-    /// The name or type does not exist; SOA (if any) for the authority.
+    /// Records for the name (possibly a CNAME/DNAME chain) with their
+    /// RRSIGs; and the NSEC/NSEC3 records (with RRSIGs) of the authority
+    /// section, which prove a wildcard expansion (RFC 4035 §3.1.3.3).
+    Answer(Vec<Record>, Vec<Record>),
+    /// The name or type does not exist; the SOA (if any) for the
+    /// authority section, with the NSEC/NSEC3 proof and RRSIGs if sent.
     Negative { rcode: u16, soa: Vec<Record> },
     /// Go down to `child`.
     Referral(Delegation),
@@ -46,11 +50,13 @@ pub(crate) fn classify(
     }
     let aa = msg.metadata.authoritative;
     let answers: Vec<Record> = msg.answers.iter().filter(inside).cloned().collect();
+    // The SOA and, from a signed zone, the NSEC/NSEC3 proof and their
+    // RRSIGs: what validation of a negative answer needs.
     let soa: Vec<Record> = msg
         .authorities
         .iter()
         .filter(inside)
-        .filter(|r| r.record_type() == RecordType::SOA)
+        .filter(|r| is_denial(covered_type(r)))
         .cloned()
         .collect();
     let rank = if aa {
@@ -62,8 +68,19 @@ pub(crate) fn classify(
         // Records of a type that was not asked (and no CNAME/DNAME
         // leading to the asked type) are not an answer: follow_chain
         // leaves them out, and they are neither stored nor returned.
-        let (used, _, _) = follow_chain(&answers, sname, stype);
+        let (mut used, _, _) = follow_chain(&answers, sname, stype);
         if !used.is_empty() {
+            // Each RRset's signatures travel with it (RFC 4035 §3.1.1).
+            let sigs: Vec<Record> = answers
+                .iter()
+                .filter(|r| r.record_type() == RecordType::RRSIG)
+                .filter(|s| {
+                    used.iter()
+                        .any(|u| u.name == s.name && u.record_type() == covered_type(s))
+                })
+                .cloned()
+                .collect();
+            used.extend(sigs);
             // A plain answer lives in the answer cache already; the
             // store keeps chains (so a question about any link's
             // target needs no upstream query) and what steers walks: a
@@ -82,7 +99,12 @@ pub(crate) fn classify(
                     soa,
                 });
             }
-            return Some(Outcome::Answer(used));
+            let proof: Vec<Record> = soa
+                .iter()
+                .filter(|r| covered_type(r) != RecordType::SOA)
+                .cloned()
+                .collect();
+            return Some(Outcome::Answer(used, proof));
         }
     }
     if rc == ResponseCode::NXDomain {
@@ -140,6 +162,18 @@ pub(crate) fn classify(
         return Some(Outcome::Negative { rcode: 0, soa });
     }
     None
+}
+
+/// The type a record speaks for: an RRSIG's covered type, else its own.
+pub(crate) fn covered_type(r: &Record) -> RecordType {
+    match &r.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(s)) => s.input().type_covered,
+        _ => r.record_type(),
+    }
+}
+
+fn is_denial(t: RecordType) -> bool {
+    matches!(t, RecordType::SOA | RecordType::NSEC | RecordType::NSEC3)
 }
 
 pub(crate) fn is_addr(r: &Record) -> bool {

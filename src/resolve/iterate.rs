@@ -17,7 +17,10 @@
 //!   queries per client query, referral depth, glueless NS names resolved
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
-use super::classify::{classify, cname_target, follow_chain, is_addr, negative_ttl, Outcome};
+use super::classify::{
+    classify, cname_target, covered_type, follow_chain, is_addr, negative_ttl, Outcome,
+};
+use super::secure::Dnssec;
 use super::servers::{Policy, ServerStats};
 use super::store::{record_addr, Delegation, Rank, Side, Store};
 use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
@@ -70,7 +73,7 @@ impl ResolveError {
 }
 
 /// Limits that apply to one client query, shared by its nested lookups.
-struct Budget {
+pub(super) struct Budget {
     queries: AtomicU32,
     max_queries: u32,
     /// Set for `control trace`: the caches are bypassed and every
@@ -104,7 +107,9 @@ enum NsAddresses {
 pub struct Iterator {
     cfg: ResolverConfig,
     hints: RootHints,
-    store: Store,
+    pub(super) store: Store,
+    /// DNSSEC validation; None when `[dnssec] validation = false`.
+    dnssec: Option<Arc<Dnssec>>,
     servers: ServerStats,
     upstream: Upstream,
     metrics: Arc<Metrics>,
@@ -124,6 +129,7 @@ impl Iterator {
         cache: &CacheConfig,
         hints: RootHints,
         metrics: Arc<Metrics>,
+        dnssec: Option<Arc<Dnssec>>,
     ) -> Iterator {
         let servers = ServerStats::new(Policy {
             initial_timeout: cfg.initial_timeout.0,
@@ -136,6 +142,7 @@ impl Iterator {
             query_loopback: cfg.query_loopback,
             case_randomisation: cfg.qname_case_randomisation,
             cookies: cfg.upstream_cookies,
+            dnssec_ok: dnssec.is_some(),
         });
         Iterator {
             // A quarter of the cache budget (the answer cache takes the
@@ -144,6 +151,7 @@ impl Iterator {
             store: Store::new((cache.max_size.0 / 4).max(4 << 20), cache.max_ttl),
             cfg,
             hints,
+            dnssec,
             servers,
             upstream,
             metrics,
@@ -181,7 +189,15 @@ impl Iterator {
 
     async fn run_with(&self, qname: Name, qtype: RecordType, budget: &Budget) -> Sections {
         let deadline = self.cfg.query_deadline.0;
-        match tokio::time::timeout(deadline, self.resolve_name(&qname, qtype, budget, 0)).await {
+        let walk = async {
+            let mut s = self.resolve_name(&qname, qtype, budget, 0).await?;
+            if let Some(d) = &self.dnssec {
+                self.validate(d, &qname, qtype, &mut s, budget).await;
+                self.count_security(s.security);
+            }
+            Ok::<Sections, ResolveError>(s)
+        };
+        match tokio::time::timeout(deadline, walk).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(%qname, ?qtype, error = %e, "resolution failed");
@@ -198,7 +214,7 @@ impl Iterator {
     }
 
     /// Resolves a name fully: CNAME/DNAME chains across zones included.
-    fn resolve_name<'a>(
+    pub(super) fn resolve_name<'a>(
         &'a self,
         qname: &'a Name,
         qtype: RecordType,
@@ -207,6 +223,7 @@ impl Iterator {
     ) -> BoxFuture<'a, Result<Sections, ResolveError>> {
         Box::pin(async move {
             let mut chain: Vec<Record> = Vec::new();
+            let mut proofs: Vec<Record> = Vec::new();
             let mut current = qname.clone();
             let mut seen = vec![current.to_lowercase()];
             for _ in 0..=self.cfg.max_cname_chain {
@@ -239,11 +256,22 @@ impl Iterator {
                     t.leave();
                 }
                 match looked? {
-                    Outcome::Answer(records) => {
+                    Outcome::Answer(records, proof) => {
                         let (used, end, complete) = follow_chain(&records, &current, qtype);
+                        // The RRSIGs of the links used.
+                        let sigs = records.iter().filter(|s| {
+                            s.record_type() == RecordType::RRSIG
+                                && used
+                                    .iter()
+                                    .any(|u| u.name == s.name && u.record_type() == covered_type(s))
+                        });
+                        chain.extend(sigs.cloned());
                         chain.extend(used);
+                        proofs.extend(proof);
                         if complete || end == current {
-                            return Ok(answer(chain));
+                            let mut s = answer(chain);
+                            s.authority = proofs;
+                            return Ok(s);
                         }
                         current = next_link(&mut seen, end)?;
                     }
@@ -331,7 +359,11 @@ impl Iterator {
                     // exists below, the full name included. Without that
                     // proof (some servers say NXDOMAIN for empty
                     // non-terminals) ask the full question instead.
-                    if soa.first().is_some_and(|r| r.name == cut.zone) {
+                    let apex_soa = soa
+                        .iter()
+                        .find(|r| r.record_type() == RecordType::SOA)
+                        .is_some_and(|r| r.name == cut.zone);
+                    if apex_soa {
                         return Ok(Outcome::Negative { rcode: r, soa });
                     }
                     minimise = false;
@@ -637,7 +669,7 @@ impl Iterator {
             if let Some(tr) = &budget.trace {
                 let learned = match &classified {
                     Some(Outcome::Referral(child)) => format!("referral to {}", child.zone),
-                    Some(Outcome::Answer(rs)) => format!("answer ({} records)", rs.len()),
+                    Some(Outcome::Answer(rs, _)) => format!("answer ({} records)", rs.len()),
                     Some(Outcome::Negative { rcode: r, .. }) if *r == rcode::NXDOMAIN => {
                         "NXDOMAIN".to_string()
                     }
@@ -716,6 +748,9 @@ impl Resolve for Iterator {
         // RRsets of one name also hide in chains and delegations; dropping
         // them all is simple and only costs a few upstream queries.
         self.store.clear();
+        if let Some(d) = &self.dnssec {
+            d.clear();
+        }
     }
 
     fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
@@ -728,6 +763,19 @@ impl Resolve for Iterator {
         qtype: RecordType,
     ) -> BoxFuture<'_, Option<(Sections, Vec<crate::resolve::trace::TraceStep>)>> {
         Box::pin(async move { Some(self.run_traced(qname, qtype).await) })
+    }
+}
+
+impl Iterator {
+    fn count_security(&self, s: crate::validate::Security) {
+        use crate::validate::Security;
+        let c = match s {
+            Security::Secure => &self.metrics.dnssec_secure,
+            Security::Insecure => &self.metrics.dnssec_insecure,
+            Security::Bogus => &self.metrics.dnssec_bogus,
+            Security::Unchecked => return,
+        };
+        Metrics::inc(c);
     }
 }
 

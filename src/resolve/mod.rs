@@ -15,6 +15,7 @@ use std::pin::Pin;
 
 mod classify;
 pub mod iterate;
+pub mod secure;
 pub mod servers;
 pub mod store;
 pub mod trace;

@@ -13,6 +13,7 @@
 //! as plain bytes: no per-lookup case folding of a `Name`. Bounded by an
 //! estimate of bytes; entries expire at their TTL.
 
+use super::classify::covered_type;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use moka::sync::Cache;
 use moka::Expiry;
@@ -192,7 +193,7 @@ impl Store {
     /// credible and still live is already there on the same side.
     pub fn put(&self, records: Vec<Record>, rank: Rank) {
         let Some(first) = records.first() else { return };
-        let key = key(&first.name, first.record_type().into(), rank.side());
+        let key = key(&first.name, covered_type(first).into(), rank.side());
         let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0);
         self.insert(key, records, rank, ttl);
     }
@@ -224,8 +225,9 @@ impl Store {
         let mut groups: Vec<Vec<Record>> = Vec::new();
         for r in records {
             match groups.iter_mut().find(|g| {
+                // An RRSIG is kept with the RRset it covers.
                 g.first()
-                    .is_some_and(|f| f.record_type() == r.record_type() && f.name == r.name)
+                    .is_some_and(|f| covered_type(f) == covered_type(r) && f.name == r.name)
             }) {
                 Some(g) => g.push(r.clone()),
                 None => groups.push(vec![r.clone()]),

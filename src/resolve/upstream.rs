@@ -65,6 +65,8 @@ pub struct UpstreamConfig {
     pub case_randomisation: bool,
     /// Send DNS Cookies to servers and check the ones they return.
     pub cookies: bool,
+    /// Set DO (RFC 3225) so servers send RRSIG, NSEC and NSEC3 records.
+    pub dnssec_ok: bool,
 }
 
 /// Sends queries upstream.
@@ -256,10 +258,12 @@ impl Upstream {
         bytes.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
         if edns {
             // Owner root, type OPT, class = our payload size, extended
-            // RCODE 0, version 0, no flags; the COOKIE option if any.
+            // RCODE 0, version 0, DO when validating; the COOKIE option
+            // if any.
             bytes.extend_from_slice(&[0, 0, 41]);
             bytes.extend_from_slice(&self.cfg.edns_payload.to_be_bytes());
-            bytes.extend_from_slice(&[0, 0, 0, 0]);
+            let flags = if self.cfg.dnssec_ok { 0x80 } else { 0 };
+            bytes.extend_from_slice(&[0, 0, flags, 0]);
             let c = cookie.unwrap_or(&[]);
             let rdlen = if c.is_empty() { 0 } else { 4 + c.len() as u16 };
             bytes.extend_from_slice(&rdlen.to_be_bytes());

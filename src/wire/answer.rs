@@ -13,6 +13,8 @@
 
 use super::query::Query;
 use super::{skip_name, Cursor, OPT};
+use crate::validate::Security;
+use crate::wire::query::rcode;
 use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use std::sync::atomic::AtomicBool;
@@ -55,6 +57,16 @@ pub struct WireAnswer {
     /// Set once a prefetch for this entry has begun, so a hot entry is
     /// refreshed once, not once per hit.
     pub prefetch_started: AtomicBool,
+    /// DNSSEC verdict: `Secure` sets AD for clients that ask (RFC 6840
+    /// §5.7–5.8); `Bogus` answers SERVFAIL unless the client set CD.
+    pub security: Security,
+    /// The same answer with its RRSIG/NSEC/NSEC3 records, in the layout of
+    /// `data`, for DO=1 clients (RFC 4035 §3.2.1); None when there are
+    /// none. Two encodings rather than skipped byte ranges, because
+    /// removing records would break later compression pointers.
+    dnssec: Option<Box<[u8]>>,
+    /// Length of the message part of `dnssec`.
+    dnssec_msg_len: u16,
 }
 
 /// How a reply is being sent.
@@ -109,6 +121,8 @@ pub struct Sections {
     pub ede: Option<Ede>,
     /// ECS scope, for local geo answers.
     pub ecs_scope: Option<u8>,
+    /// DNSSEC verdict (RFC 4035 §4.3); `Unchecked` when not validated.
+    pub security: Security,
 }
 
 impl Sections {
@@ -130,6 +144,54 @@ pub struct EncodeError(String);
 impl WireAnswer {
     /// Encodes `s` as the answer to (`qname`, `qtype`), class IN.
     pub fn encode(qname: &Name, qtype: RecordType, s: Sections) -> Result<WireAnswer, EncodeError> {
+        let security = s.security;
+        // RFC 4035 §3.2.1: without DO, RRSIG/NSEC/NSEC3 are left out
+        // unless they were asked for.
+        let dnssec_only = |r: &Record| r.record_type() != qtype && is_dnssec_meta(r.record_type());
+        let has_dnssec = s
+            .answer
+            .iter()
+            .chain(&s.authority)
+            .chain(&s.additional)
+            .any(dnssec_only);
+        let full = if has_dnssec {
+            let sections = Sections {
+                answer: s.answer.clone(),
+                authority: s.authority.clone(),
+                additional: s.additional.clone(),
+                ede: None,
+                ..s
+            };
+            let f = Self::encode_plain(qname, qtype, sections)?;
+            Some((f.data, f.msg_len))
+        } else {
+            None
+        };
+        let keep =
+            |v: Vec<Record>| -> Vec<Record> { v.into_iter().filter(|r| !dnssec_only(r)).collect() };
+        let mut w = Self::encode_plain(
+            qname,
+            qtype,
+            Sections {
+                answer: keep(s.answer),
+                authority: keep(s.authority),
+                additional: keep(s.additional),
+                ..s
+            },
+        )?;
+        w.security = security;
+        if let Some((data, len)) = full {
+            w.dnssec = Some(data);
+            w.dnssec_msg_len = len;
+        }
+        Ok(w)
+    }
+
+    fn encode_plain(
+        qname: &Name,
+        qtype: RecordType,
+        s: Sections,
+    ) -> Result<WireAnswer, EncodeError> {
         let mut m = Message::new(0, MessageType::Response, OpCode::Query);
         m.metadata.response_code = ResponseCode::from_low(s.rcode as u8);
         m.metadata.authoritative = s.authoritative;
@@ -163,6 +225,9 @@ impl WireAnswer {
             ede: s.ede.map(Box::new),
             ecs_scope: s.ecs_scope,
             prefetch_started: AtomicBool::new(false),
+            security: s.security,
+            dnssec: None,
+            dnssec_msg_len: 0,
         })
     }
 
@@ -180,6 +245,9 @@ impl WireAnswer {
             ede: None,
             ecs_scope: None,
             prefetch_started: AtomicBool::new(false),
+            security: Security::Unchecked,
+            dnssec: None,
+            dnssec_msg_len: 0,
         }
     }
 
@@ -187,6 +255,7 @@ impl WireAnswer {
     pub fn size(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.data.len()
+            + self.dnssec.as_ref().map_or(0, |d| d.len())
             + self
                 .ede
                 .as_ref()
@@ -250,7 +319,19 @@ impl WireAnswer {
     /// once `out` has grown to a typical reply size.
     pub fn write_reply(&self, q: &Query<'_>, now: Instant, ctx: ReplyContext, out: &mut Vec<u8>) {
         out.clear();
-        let (msg, offsets) = self.data.split_at(self.msg_len as usize);
+        let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
+        let checking_disabled = q.flags & FLAG_CD != 0;
+        if self.security == Security::Bogus && !checking_disabled {
+            // RFC 4035 §5.5: bogus data is not given to a validating
+            // resolver's clients; the EDE says why.
+            self.write_bogus(q, ctx, out);
+            return;
+        }
+        let (data, msg_len) = match (&self.dnssec, dnssec_ok) {
+            (Some(d), true) => (d, self.dnssec_msg_len),
+            _ => (&self.data, self.msg_len),
+        };
+        let (msg, offsets) = data.split_at(msg_len as usize);
         out.extend_from_slice(msg);
         let age = u32::try_from(self.age(now)).unwrap_or(u32::MAX);
         for off in offsets.chunks_exact(2) {
@@ -272,7 +353,12 @@ impl WireAnswer {
                 dst.copy_from_slice(q.question);
             }
         }
-        let flags = reply_flags(q.flags, self.authoritative, self.rcode);
+        let mut flags = reply_flags(q.flags, self.authoritative, self.rcode);
+        // RFC 6840 §5.8: AD only for clients that signal they understand
+        // it, with DO or AD in the query.
+        if self.security == Security::Secure && (dnssec_ok || q.flags & FLAG_AD != 0) {
+            flags |= FLAG_AD;
+        }
         set_header(out, q.id, flags);
         let ede = if ctx.stale {
             Some((3u16, "serve-stale"))
@@ -306,6 +392,44 @@ impl WireAnswer {
             pad_reply(out, PAD_BLOCK, ctx.limit);
         }
     }
+}
+
+impl WireAnswer {
+    /// SERVFAIL with the validation failure's EDE, for a bogus answer.
+    fn write_bogus(&self, q: &Query<'_>, ctx: ReplyContext, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.data.get(..self.question_end as usize).unwrap_or(&[]));
+        if let Some(dst) = out.get_mut(12..self.question_end as usize) {
+            if dst.len() == q.question.len() {
+                dst.copy_from_slice(q.question);
+            }
+        }
+        set_counts(out, 0, 0, 0);
+        set_header(out, q.id, reply_flags(q.flags, false, rcode::SERVFAIL));
+        let opt = q.edns.map(|e| OptRr {
+            payload: ctx.our_payload,
+            ext_rcode: 0,
+            dnssec_ok: e.dnssec_ok,
+            ede: self.ede.as_ref().map(|e| (e.code, e.text.as_str())),
+            ecs: None,
+            cookie: ctx.cookie.as_ref(),
+        });
+        if let Some(o) = &opt {
+            o.append(out);
+        }
+        if ctx.pad {
+            pad_reply(out, PAD_BLOCK, ctx.limit);
+        }
+    }
+}
+
+/// AD: authentic data (RFC 4035 §3.2.3).
+const FLAG_AD: u16 = 0x0020;
+/// CD: checking disabled (RFC 4035 §3.2.2).
+const FLAG_CD: u16 = 0x0010;
+
+/// Record types that exist only to prove other data (RFC 4035 §3.2.1).
+fn is_dnssec_meta(t: RecordType) -> bool {
+    matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
 }
 
 /// Adds an EDNS Padding option (RFC 7830 §3) to the OPT record of the

@@ -47,5 +47,7 @@ pub fn config() -> Config {
     c.control.enabled = false;
     // The stand-ins answer names under test., a special-use TLD.
     c.resolver.special_use_exclude = vec!["test.".into()];
+    // Stand-ins are not signed.
+    c.dnssec.validation = false;
     c
 }
