@@ -342,6 +342,8 @@ pub struct DnssecConfig {
     pub max_signatures_per_rrset: u32,
     /// DNSKEYs with the same key tag tried per RRSIG.
     pub max_keys_per_tag: u32,
+    /// Answer NXDOMAIN/NODATA from validated NSEC ranges (RFC 8198).
+    pub aggressive_nsec: bool,
 }
 
 impl Default for DnssecConfig {
@@ -356,6 +358,7 @@ impl Default for DnssecConfig {
             max_validation_work: 64,
             max_signatures_per_rrset: 8,
             max_keys_per_tag: 4,
+            aggressive_nsec: true,
         }
     }
 }

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub dnssec_insecure: AtomicU64,
     /// Resolved answers found bogus (answered SERVFAIL unless CD=1).
     pub dnssec_bogus: AtomicU64,
+    /// Negative answers synthesised from validated NSEC ranges (RFC 8198).
+    pub dnssec_aggressive: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     /// Sum of the observed latencies in microseconds (the histogram's sum).
     latency_sum_us: AtomicU64,
@@ -268,10 +270,11 @@ impl Metrics {
             self.latency_quantile(0.99),
         );
         s.push_str(&format!(
-            "dnssec_secure {}\ndnssec_insecure {}\ndnssec_bogus {}\n",
+            "dnssec_secure {}\ndnssec_insecure {}\ndnssec_bogus {}\ndnssec_aggressive {}\n",
             g(&self.dnssec_secure),
             g(&self.dnssec_insecure),
             g(&self.dnssec_bogus),
+            g(&self.dnssec_aggressive),
         ));
         s.push_str(&format!(
             "queries_udp {}\nqueries_tcp {}\nqueries_dot {}\nqueries_doh {}\ntls_handshakes {}\ntls_resumed {}\ntls_failures {}\nproxy_rejected {}\ndoh_http_errors {}\n",

@@ -337,7 +337,7 @@ fn check_config_reads_trust_anchor_files() {
     );
     assert!(std::path::Path::new(&anchor).exists());
 
-    let wrong = write(dir.path(), "a.anchor", "www.example. IN A 192.0.2.1\n");
+    write(dir.path(), "a.anchor", "www.example. IN A 192.0.2.1\n");
     let bad = write(
         dir.path(),
         "bad.toml",

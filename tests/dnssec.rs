@@ -806,3 +806,51 @@ async fn security_states_match_unbound_with_the_same_anchor() {
         differ.join("\n")
     );
 }
+
+fn stat(d: &Daemon, key: &str) -> u64 {
+    d.handler()
+        .stats()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in stats"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggressive_nsec_answers_inside_validated_ranges_without_asking() {
+    let h = start_hierarchy();
+    let d = resolver(&h, |_| {}).await;
+    // Learn two NSEC ranges of secure.test.: the one covering "nope"
+    // (mail → *.wild) and the apex's (which covers *.secure.test.).
+    let r = dig(&d, "nope.secure.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+    let r = dig(&d, "www.secure.test.", "MX", &["+dnssec"]).await;
+    assert!(ad(&r) && r.answer.is_empty(), "{}", r.text);
+    let before = stat(&d, "upstream_queries");
+    // Another name in the same range, and another type at www.
+    let r = dig(&d, "noq.secure.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+    assert!(ad(&r) && has_type(&r.authority, "NSEC"), "{}", r.text);
+    let r = dig(&d, "www.secure.test.", "TXT", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert!(ad(&r) && r.answer.is_empty(), "{}", r.text);
+    assert_eq!(
+        stat(&d, "upstream_queries"),
+        before,
+        "answered from NSEC ranges"
+    );
+    assert_eq!(stat(&d, "dnssec_aggressive"), 2);
+    // Outside the ranges: asked upstream (and found).
+    let r = dig(&d, "alias.secure.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r) && has_type(&r.answer, "A"), "{}", r.text);
+    assert!(stat(&d, "upstream_queries") > before);
+    d.shutdown().await;
+
+    let d = resolver(&h, |c| c.dnssec.aggressive_nsec = false).await;
+    dig(&d, "nope.secure.test.", "A", &["+dnssec"]).await;
+    let before = stat(&d, "upstream_queries");
+    let r = dig(&d, "noq.secure.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+    assert!(stat(&d, "upstream_queries") > before, "off: asked upstream");
+    d.shutdown().await;
+}

@@ -13,6 +13,7 @@ use hickory_proto::rr::{Name, RecordType};
 use std::future::Future;
 use std::pin::Pin;
 
+mod aggressive;
 mod classify;
 pub mod iterate;
 pub mod secure;

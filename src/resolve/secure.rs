@@ -8,6 +8,8 @@
 //! with the parent's keys, and so on up to a trust anchor. A DS proven
 //! absent (NSEC/NSEC3, opt-out included) makes the zone insecure.
 
+use super::aggressive::NsecCache;
+use super::classify::covered_type;
 use super::iterate::{Budget, Iterator};
 use super::BoxFuture;
 use crate::config::DnssecConfig;
@@ -47,6 +49,8 @@ pub struct Dnssec {
     /// Zone apex (lower case) → its key state, kept for the TTL of what
     /// established it.
     keys: Cache<Name, (KeyState, Duration)>,
+    /// Validated NSEC ranges (RFC 8198); None when `aggressive_nsec` is off.
+    pub(super) nsecs: Option<NsecCache>,
 }
 
 struct KeyExpiry;
@@ -82,6 +86,7 @@ impl Dnssec {
                 .max_capacity(100_000)
                 .expire_after(KeyExpiry)
                 .build(),
+            nsecs: cfg.aggressive_nsec.then(NsecCache::default),
         }))
     }
 
@@ -93,6 +98,23 @@ impl Dnssec {
     /// Forgets every zone's keys (control `flush`).
     pub fn clear(&self) {
         self.keys.invalidate_all();
+        if let Some(n) = &self.nsecs {
+            n.clear();
+        }
+    }
+
+    /// RFC 8198: a negative answer synthesised from validated NSEC ranges.
+    pub(super) fn synthesise(&self, qname: &Name, qtype: RecordType) -> Option<Sections> {
+        if self.anchors.is_negative(qname) {
+            return None;
+        }
+        let (rcode, authority) = self.nsecs.as_ref()?.answer(qname, qtype)?;
+        Some(Sections {
+            rcode,
+            authority,
+            security: Security::Secure,
+            ..Sections::default()
+        })
     }
 }
 
@@ -311,12 +333,23 @@ impl Iterator {
             // A chain into an unsigned zone: its denial proves nothing more.
             return Ok((state, note));
         }
-        self.verify_authority(&s.authority, &zone, &keys, now, dnssec, work)?;
+        let verified = self.verified_authority(&s.authority, &zone, &keys, now, dnssec, work)?;
+        // The client sees the capped TTLs too (RFC 4035 §5.3.3).
+        for r in s.authority.iter_mut() {
+            let capped = verified.iter().find(|v| {
+                v.name == r.name
+                    && v.record_type() == r.record_type()
+                    && covered_type(v) == covered_type(r)
+            });
+            if let Some(v) = capped {
+                r.ttl = r.ttl.min(v.ttl);
+            }
+        }
         let proof = if negative {
             self.denial(
                 dnssec,
                 &zone,
-                &s.authority,
+                &verified,
                 &end,
                 qtype,
                 s.rcode == rcode::NXDOMAIN,
@@ -327,9 +360,14 @@ impl Iterator {
         };
         let mut proof = proof;
         for (owner, ce) in &wildcards {
-            let p = self.no_closer_match(dnssec, &zone, &s.authority, owner, ce, work)?;
+            let p = self.no_closer_match(dnssec, &zone, &verified, owner, ce, work)?;
             if p != Proof::Proven {
                 proof = p;
+            }
+        }
+        if proof == Proof::Proven && negative && state == Security::Secure {
+            if let Some(n) = &dnssec.nsecs {
+                n.remember(&zone, &verified);
             }
         }
         match proof {
@@ -343,8 +381,10 @@ impl Iterator {
         }
     }
 
-    /// Verifies every RRset of `zone` in an authority section.
-    fn verify_authority(
+    /// Verifies every RRset of `zone` in an authority section; returns
+    /// those records (the only ones a proof may use: anything else in the
+    /// section is unverified), their TTLs capped by their signatures.
+    fn verified_authority(
         &self,
         authority: &[Record],
         zone: &Name,
@@ -352,14 +392,15 @@ impl Iterator {
         now: u32,
         dnssec: &Dnssec,
         work: &Work,
-    ) -> Result<(), Failure> {
+    ) -> Result<Vec<Record>, Failure> {
+        let mut out: Vec<Record> = Vec::new();
         for (owner, rtype) in rrsets(authority) {
             if !zone.zone_of(&owner) {
                 continue;
             }
             let sigs = sigs_for(authority, &owner, rtype);
             let set: Vec<&Record> = authority.iter().filter(|r| r.name == owner).collect();
-            verify_rrset(
+            let v = verify_rrset(
                 &owner,
                 rtype,
                 &set,
@@ -370,8 +411,17 @@ impl Iterator {
                 &dnssec.limits,
                 work,
             )?;
+            for r in authority.iter().filter(|r| r.name == owner) {
+                let covers = r.record_type() == rtype
+                    || rrsig(r).is_some_and(|x| x.input().type_covered == rtype);
+                if covers {
+                    let mut r = r.clone();
+                    r.ttl = r.ttl.min(v.ttl);
+                    out.push(r);
+                }
+            }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// What verified NSEC/NSEC3 records in `authority` prove about
@@ -596,16 +646,17 @@ impl Iterator {
         }
         if ds.is_empty() {
             // Proven absent → the delegation is unsigned.
-            if let Err(f) =
-                self.verify_authority(&dsans.authority, &parent, &pkeys, now, dnssec, work)
-            {
-                return (KeyState::Bogus(f), 0);
-            }
-            let ttl = dsans.authority.iter().map(|r| r.ttl).min().unwrap_or(60);
+            let verified =
+                match self.verified_authority(&dsans.authority, &parent, &pkeys, now, dnssec, work)
+                {
+                    Ok(v) => v,
+                    Err(f) => return (KeyState::Bogus(f), 0),
+                };
+            let ttl = verified.iter().map(|r| r.ttl).min().unwrap_or(60);
             return match self.denial(
                 dnssec,
                 &parent,
-                &dsans.authority,
+                &verified,
                 zone,
                 RecordType::DS,
                 false,

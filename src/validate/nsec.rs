@@ -49,7 +49,7 @@ fn covering<'a>(nsecs: &'a Nsecs<'a>, name: &Name) -> Option<&'a (&'a Name, &'a 
 /// The closest encloser of a name proven absent by the NSEC at `owner`
 /// with next name `next`: the deepest ancestor of `name` that exists,
 /// which is the longer common ancestor of `name` with either end.
-fn closest_encloser(name: &Name, owner: &Name, next: &Name) -> Name {
+pub fn closest_encloser(name: &Name, owner: &Name, next: &Name) -> Name {
     let common = |other: &Name| {
         let mut n = name.clone();
         while !n.zone_of(other) && !n.is_root() {
