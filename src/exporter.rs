@@ -373,6 +373,17 @@ impl Collector for Exporter {
             "DoH requests answered with an HTTP error status",
             g(&m.doh_http_errors),
         )?;
+        counters(
+            &mut enc,
+            "dnssec_answers",
+            "Resolved answers by DNSSEC validation state",
+            "state",
+            [
+                ("secure", g(&m.dnssec_secure)),
+                ("insecure", g(&m.dnssec_insecure)),
+                ("bogus", g(&m.dnssec_bogus)),
+            ],
+        )?;
         counter(
             &mut enc,
             "dnstap_messages",

@@ -320,6 +320,7 @@ fn startup_summary(cfg: &Config, daemon: &Daemon) {
         zones = cfg.zone.len(),
         pools,
         cache_max_bytes = cfg.cache.max_size.0,
+        dnssec = if cfg.dnssec.validation { "validating" } else { "off" },
         metrics = %daemon.metrics_addr().map(|a| a.to_string()).unwrap_or_default(),
         dnstap = %cfg.dnstap.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         control = %if cfg.control.enabled { cfg.control.socket.display().to_string() } else { String::new() },

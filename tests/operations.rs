@@ -169,6 +169,11 @@ async fn metrics_endpoint_counts_queries_by_transport_type_and_rcode() {
         "build info"
     );
     assert!(get(&after, "resolvd_process_start_time_seconds") > 1.7e9);
+    // Validation is off in this configuration: nothing is counted.
+    assert_eq!(
+        delta(r#"resolvd_dnssec_answers_total{state="insecure"}"#),
+        0.0
+    );
 
     let (status, _) = http_get(maddr, "/other").await;
     assert!(status.contains("404"), "{status}");
@@ -477,6 +482,7 @@ fn json_logs_are_one_object_per_line_with_a_startup_summary() {
     assert_eq!(summary["listen"], format!("127.203.0.1:{port}"));
     assert_eq!(summary["cache_max_bytes"], 64 << 20);
     assert_eq!(summary["zones"], 0);
+    assert_eq!(summary["dnssec"], "validating");
 }
 
 #[test]
