@@ -593,6 +593,7 @@ impl Handler {
     /// Replaces the resolver (reload of `[resolver]`); running resolutions
     /// finish on the old one.
     pub fn set_resolver(&self, resolver: Arc<dyn Resolve>) {
+        resolver.set_dnstap(self.dnstap.load_full());
         self.resolver.store(Arc::new(resolver));
     }
 
@@ -613,6 +614,7 @@ impl Handler {
 
     /// Starts, replaces or (None) stops dnstap logging.
     pub fn set_dnstap(&self, tap: Option<Arc<crate::dnstap::Dnstap>>) {
+        self.resolver.load().set_dnstap(tap.clone());
         self.dnstap_on.store(tap.is_some(), Ordering::Relaxed);
         self.dnstap.store(tap);
     }

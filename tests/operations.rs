@@ -1047,3 +1047,56 @@ async fn trace_names_each_server_of_a_three_level_walk_in_order() {
     assert!(execute(d.handler(), "trace").starts_with("error"));
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dnstap_resolver_messages_name_each_upstream_server() {
+    let sim = Sim::start(world_in("127.202.1")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dnstap.sock");
+    let file = dir.path().join("upstream.fstrm");
+    let cap = fstrm_capture(&sock, &file);
+    let mut cfg = config_for(&sim);
+    cfg.dnstap.socket = Some(sock.clone());
+    cfg.dnstap.client = false;
+    cfg.dnstap.resolver = true;
+    let (d, addr) = start(&cfg).await;
+    let m = d.handler().metrics.clone();
+    // The writer connects within its reconnect interval; until then
+    // messages are dropped, so wait for the first delivery.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    while m.dnstap_sent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing delivered");
+        query_udp(addr, &format!("warm{i}.example.test."), RecordType::A, 2000).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.clear_queries();
+    let r = ask(addr, "mail.example.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    let upstream = sim.total_queries();
+    d.shutdown().await;
+    let text = stop_and_read(cap, &file);
+    // Query names go out with 0x20 case randomisation: compare folded.
+    let lower = text.to_ascii_lowercase();
+    let rq: Vec<&str> = lower
+        .lines()
+        .filter(|l| l.contains(" rq ") && l.contains("mail.example.test."))
+        .collect();
+    let rr: Vec<&str> = lower
+        .lines()
+        .filter(|l| l.contains(" rr ") && l.contains("mail.example.test."))
+        .collect();
+    assert_eq!(
+        rq.len(),
+        upstream,
+        "one RESOLVER_QUERY per upstream query:\n{text}"
+    );
+    assert_eq!(rr.len(), upstream, "one RESOLVER_RESPONSE each:\n{text}");
+    assert!(
+        rq.iter()
+            .all(|l| l.contains("127.202.1.3") || l.contains("127.202.1.6")),
+        "the example.test. servers are named:\n{text}"
+    );
+    assert!(!text.contains(" CQ "), "client messages are off:\n{text}");
+}

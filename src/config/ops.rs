@@ -30,6 +30,8 @@ pub struct DnstapConfig {
     pub queue: usize,
     /// Log CLIENT_QUERY and CLIENT_RESPONSE messages.
     pub client: bool,
+    /// Log RESOLVER_QUERY and RESOLVER_RESPONSE messages (upstream traffic).
+    pub resolver: bool,
     /// The `identity` field of every message; empty leaves it out.
     pub identity: String,
     /// How often to try the socket again while no reader listens on it.
@@ -42,6 +44,7 @@ impl Default for DnstapConfig {
             socket: None,
             queue: 10_000,
             client: true,
+            resolver: false,
             identity: String::new(),
             reconnect_interval: Dur::secs(1),
         }

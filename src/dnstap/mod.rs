@@ -1,5 +1,6 @@
 //! dnstap query logging (`[dnstap] socket`): CLIENT_QUERY and
-//! CLIENT_RESPONSE messages (dnstap.proto) written as Frame Streams to a
+//! CLIENT_RESPONSE messages, and with `resolver = true` RESOLVER_QUERY and
+//! RESOLVER_RESPONSE (dnstap.proto), written as Frame Streams to a
 //! unix socket that a collector (fstrm_capture, a dnstap reader) listens
 //! on.
 //!
@@ -38,6 +39,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// One message on its way to the writer.
 struct Event {
     kind: proto::MessageType,
+    /// The client (CLIENT_*) or the upstream server (RESOLVER_*).
     client: SocketAddr,
     transport: Transport,
     at: SystemTime,
@@ -50,6 +52,7 @@ pub struct Dnstap {
     tx: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     client: bool,
+    resolver: bool,
     socket: PathBuf,
 }
 
@@ -75,6 +78,7 @@ impl Dnstap {
             tx,
             metrics,
             client: cfg.client,
+            resolver: cfg.resolver,
             socket: socket.to_path_buf(),
         })
     }
@@ -85,7 +89,12 @@ impl Dnstap {
     }
 
     fn queue(&self, kind: proto::MessageType, wire: &[u8], client: SocketAddr, t: Transport) {
-        if !self.client {
+        use proto::MessageType::*;
+        let wanted = match kind {
+            ClientQuery | ClientResponse => self.client,
+            ResolverQuery | ResolverResponse => self.resolver,
+        };
+        if !wanted {
             return;
         }
         let ev = Event {
@@ -111,6 +120,22 @@ impl Dnstap {
     pub fn client_response(&self, reply: &[u8], client: SocketAddr, t: Transport) {
         self.queue(proto::MessageType::ClientResponse, reply, client, t);
     }
+
+    /// Whether upstream traffic is logged (so the caller can skip
+    /// encoding a reply nobody wants).
+    pub fn logs_resolver(&self) -> bool {
+        self.resolver
+    }
+
+    /// Logs a query sent to an upstream server.
+    pub fn resolver_query(&self, query: &[u8], server: SocketAddr, t: Transport) {
+        self.queue(proto::MessageType::ResolverQuery, query, server, t);
+    }
+
+    /// Logs a reply received from an upstream server.
+    pub fn resolver_response(&self, reply: &[u8], server: SocketAddr, t: Transport) {
+        self.queue(proto::MessageType::ResolverResponse, reply, server, t);
+    }
 }
 
 /// Encodes one event as a `dnstap.Dnstap` protobuf.
@@ -135,11 +160,25 @@ fn encode(ev: &Event, identity: Option<&[u8]>) -> Vec<u8> {
         r#type: ev.kind as i32,
         socket_family: Some(family as i32),
         socket_protocol: Some(protocol as i32),
-        query_address: Some(addr),
-        query_port: Some(u32::from(ev.client.port())),
         ..Default::default()
     };
-    if ev.kind == MessageType::ClientQuery {
+    let resolver = matches!(
+        ev.kind,
+        MessageType::ResolverQuery | MessageType::ResolverResponse
+    );
+    // The peer is the querier of a client message and the responder of
+    // a resolver one.
+    if resolver {
+        m.response_address = Some(addr);
+        m.response_port = Some(u32::from(ev.client.port()));
+    } else {
+        m.query_address = Some(addr);
+        m.query_port = Some(u32::from(ev.client.port()));
+    }
+    if matches!(
+        ev.kind,
+        MessageType::ClientQuery | MessageType::ResolverQuery
+    ) {
         m.query_time_sec = sec;
         m.query_time_nsec = nsec;
         m.query_message = Some(ev.wire.clone());

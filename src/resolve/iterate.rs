@@ -766,6 +766,10 @@ impl Resolve for Iterator {
         self.servers.snapshot()
     }
 
+    fn set_dnstap(&self, tap: Option<Arc<crate::dnstap::Dnstap>>) {
+        self.upstream.set_dnstap(tap);
+    }
+
     fn trace(
         &self,
         qname: Name,

@@ -41,6 +41,9 @@ pub trait Resolve: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Starts or stops dnstap logging of upstream traffic (RESOLVER_*).
+    fn set_dnstap(&self, _tap: Option<std::sync::Arc<crate::dnstap::Dnstap>>) {}
+
     /// Resolves with the caches bypassed, recording every upstream
     /// exchange (`control trace`). None when the resolver cannot trace.
     fn trace(

@@ -81,6 +81,8 @@ pub struct Upstream {
     cookie_secret: [u8; 16],
     /// The server cookie each server last gave us.
     server_cookies: Mutex<HashMap<IpAddr, Vec<u8>>>,
+    /// The dnstap writer, when `[dnstap] resolver` logs upstream traffic.
+    tap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
     /// Whether this host has a route to the global IPv6 internet; without
     /// one, IPv6 server addresses are skipped instead of failing one by one.
     ipv6_route: bool,
@@ -107,6 +109,30 @@ impl Upstream {
             cookie_secret: rand::random(),
             server_cookies: Mutex::new(HashMap::new()),
             ipv6_route: has_ipv6_route(),
+            tap: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// Starts or stops dnstap logging of upstream queries and replies.
+    pub fn set_dnstap(&self, tap: Option<std::sync::Arc<crate::dnstap::Dnstap>>) {
+        self.tap.store(tap.filter(|t| t.logs_resolver()));
+    }
+
+    /// Logs a query about to go to `addr` (dnstap RESOLVER_QUERY).
+    fn tap_query(&self, query: &[u8], addr: SocketAddr, tcp: bool) {
+        if let Some(t) = self.tap.load().as_deref() {
+            t.resolver_query(query, addr, transport(tcp));
+        }
+    }
+
+    /// Logs a reply from `addr` (dnstap RESOLVER_RESPONSE), re-encoded:
+    /// the transport hands over the decoded message.
+    fn tap_reply(&self, reply: &Message, addr: SocketAddr, tcp: bool) {
+        if let Some(t) = self.tap.load().as_deref() {
+            use hickory_proto::serialize::binary::BinEncodable;
+            if let Ok(wire) = reply.to_bytes() {
+                t.resolver_response(&wire, addr, transport(tcp));
+            }
         }
     }
 
@@ -150,6 +176,7 @@ impl Upstream {
         for _ in 0..4 {
             let cookie = (edns && self.cfg.cookies).then(|| self.cookie_for(server));
             let query = self.build(qname, qtype, edns, caps, cookie.as_deref());
+            self.tap_query(&query.bytes, addr, false);
             let reply = match self.udp(addr, &query, timeout).await {
                 Err(ExchangeError::CaseMismatch) if caps => {
                     tracing::debug!(%server, "no 0x20: the server changed the question's case");
@@ -159,6 +186,7 @@ impl Upstream {
                 }
                 other => other?,
             };
+            self.tap_reply(&reply, addr, false);
             let rc = reply.metadata.response_code;
             if edns
                 && (rc == ResponseCode::FormErr || rc == ResponseCode::NotImp)
@@ -177,13 +205,10 @@ impl Upstream {
             }
             let rtt = started.elapsed();
             if reply.metadata.truncation {
-                let msg = self
-                    .tcp(
-                        addr,
-                        &self.build(qname, qtype, edns, caps, cookie.as_deref()),
-                        timeout,
-                    )
-                    .await?;
+                let query = self.build(qname, qtype, edns, caps, cookie.as_deref());
+                self.tap_query(&query.bytes, addr, true);
+                let msg = self.tcp(addr, &query, timeout).await?;
+                self.tap_reply(&msg, addr, true);
                 return Ok(Reply {
                     msg,
                     rtt,
@@ -505,4 +530,12 @@ fn has_ipv6_route() -> bool {
     std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
         .and_then(|s| s.connect(("2001:db8::1", 53)))
         .is_ok()
+}
+
+fn transport(tcp: bool) -> crate::handler::Transport {
+    if tcp {
+        crate::handler::Transport::Tcp
+    } else {
+        crate::handler::Transport::Udp
+    }
 }
