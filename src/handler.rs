@@ -352,10 +352,15 @@ impl Handler {
     /// Starts a background refresh when a hit falls in the last tenth of
     /// its TTL (Unbound's `prefetch`), once per entry.
     fn maybe_prefetch(self: &Arc<Self>, q: &Query<'_>, e: &Entry, now: Instant) {
-        if !self.cache.config().prefetch || e.rcode != 0 || e.ttl < 10 {
+        if e.rcode != 0 || e.ttl < 10 {
             return;
         }
         if e.remaining(now) as u64 * 10 > e.ttl as u64 {
+            return;
+        }
+        // Read after the cheap tests: the policy sits behind a swap (for
+        // reloads), and most hits are nowhere near expiry.
+        if !self.cache.config().prefetch {
             return;
         }
         if e.prefetch_started.swap(true, Ordering::Relaxed) {
