@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! "RSVDCACH"  version:u16  written_at:u64 (Unix seconds)  count:u32
-//! count × ( expires_at:u64 (Unix seconds)  len:u32  message:len bytes )
+//! count × ( expires_at:u64 (Unix seconds)  security:u8  len:u32  message:len bytes )
 //! checksum:u64 (SipHash-2-4 of everything before it)
 //! ```
 //!
@@ -17,9 +17,13 @@
 //! expired. A file with another magic, another version, a bad checksum or
 //! a short read is rejected whole before anything is stored. Only NOERROR
 //! and NXDOMAIN answers are written: failures are remembered for seconds
-//! and would only delay a retry.
+//! and would only delay a retry. The DNSSEC verdict (RFC 4035 §4.3) is
+//! kept with each answer (the message keeps its RRSIGs: it is written as
+//! the reply to a DO query); answers found bogus are not written, since
+//! their data must not reach clients that did not set CD.
 
 use crate::cache::{key_for, AnswerCache};
+use crate::validate::Security;
 use crate::wire::answer::{ReplyContext, Sections};
 use crate::wire::query::{rcode, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
@@ -115,7 +119,7 @@ pub fn dump(cache: &AnswerCache, path: &Path) -> Result<usize, PersistError> {
     let mut count: u32 = 0;
     let mut reply = Vec::with_capacity(512);
     for e in cache.live_entries(now) {
-        if e.rcode != 0 && e.rcode != rcode::NXDOMAIN {
+        if (e.rcode != 0 && e.rcode != rcode::NXDOMAIN) || e.security == Security::Bogus {
             continue;
         }
         let q = query_for(e.question_name(), e.question_type());
@@ -134,6 +138,7 @@ pub fn dump(cache: &AnswerCache, path: &Path) -> Result<usize, PersistError> {
             continue;
         };
         body.extend_from_slice(&(written_at + u64::from(e.remaining(now))).to_be_bytes());
+        body.push(e.security as u8);
         body.extend_from_slice(&len.to_be_bytes());
         body.extend_from_slice(&reply);
         count += 1;
@@ -194,11 +199,17 @@ pub fn load(cache: &AnswerCache, path: &Path) -> Result<LoadStats, PersistError>
     for _ in 0..count {
         let hi = c.u32().ok_or_else(|| corrupt("entry past the end"))?;
         let lo = c.u32().ok_or_else(|| corrupt("entry past the end"))?;
+        let security = match c.u8().ok_or_else(|| corrupt("entry past the end"))? {
+            1 => Security::Insecure,
+            2 => Security::Secure,
+            0 => Security::Unchecked,
+            _ => return Err(corrupt("unknown DNSSEC state")),
+        };
         let len = c.u32().ok_or_else(|| corrupt("entry past the end"))?;
         let msg = c
             .bytes(len as usize)
             .ok_or_else(|| corrupt("entry past the end"))?;
-        entries.push((u64::from(hi) << 32 | u64::from(lo), msg));
+        entries.push((u64::from(hi) << 32 | u64::from(lo), security, msg));
     }
     if c.pos() != content.len() {
         return Err(corrupt("bytes after the last entry"));
@@ -206,13 +217,14 @@ pub fn load(cache: &AnswerCache, path: &Path) -> Result<LoadStats, PersistError>
     let now = unix_now();
     let elapsed = u32::try_from(now.saturating_sub(written_at)).unwrap_or(u32::MAX);
     let mut stats = LoadStats::default();
-    for (expires_at, msg) in entries {
+    for (expires_at, security, msg) in entries {
         if expires_at <= now {
             stats.expired += 1;
             continue;
         }
         match decode(msg, elapsed) {
-            Some((name, qtype, s)) => {
+            Some((name, qtype, mut s)) => {
+                s.security = security;
                 let key = key_for(&name, qtype);
                 if cache.store(&key, &name, qtype, s).is_some() {
                     stats.loaded += 1;
@@ -308,6 +320,42 @@ mod tests {
         let name = Name::from_str("b.example.").unwrap();
         let e = dst.get(&key_for(&name, RecordType::A)).unwrap();
         assert!(e.remaining(Instant::now()) > 590);
+    }
+
+    #[test]
+    fn dnssec_verdicts_are_kept_and_bogus_answers_never_written() {
+        let cache = AnswerCache::new(&CacheConfig::default());
+        for (n, sec) in [
+            ("secure.example.", Security::Secure),
+            ("insecure.example.", Security::Insecure),
+            ("bogus.example.", Security::Bogus),
+        ] {
+            let name = Name::from_str(n).unwrap();
+            let s = Sections {
+                answer: vec![Record::from_rdata(
+                    name.clone(),
+                    300,
+                    RData::A(A::new(192, 0, 2, 1)),
+                )],
+                security: sec,
+                ..Sections::default()
+            };
+            cache
+                .store(&key_for(&name, RecordType::A), &name, RecordType::A, s)
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.bin");
+        assert_eq!(dump(&cache, &path).unwrap(), 2, "bogus left out");
+        let dst = AnswerCache::new(&CacheConfig::default());
+        assert_eq!(load(&dst, &path).unwrap().loaded, 2);
+        let get = |n: &str| {
+            let name = Name::from_str(n).unwrap();
+            dst.get(&key_for(&name, RecordType::A)).map(|e| e.security)
+        };
+        assert_eq!(get("secure.example."), Some(Security::Secure));
+        assert_eq!(get("insecure.example."), Some(Security::Insecure));
+        assert_eq!(get("bogus.example."), None);
     }
 
     #[test]
