@@ -1046,6 +1046,18 @@ async fn trace_names_each_server_of_a_three_level_walk_in_order() {
     assert_eq!(sim.total_queries(), 0);
     assert!(execute(d.handler(), "trace").starts_with("error"));
     d.shutdown().await;
+
+    // A daemon that has not primed yet: the priming query is listed first.
+    let (d, _) = start(&cfg).await;
+    let text = execute_async(d.handler(), "trace mail.example.test.").await;
+    let first = text.lines().nth(1).unwrap_or("");
+    assert!(
+        first.contains("127.201.1.1")
+            && first.contains(". NS")
+            && first.contains("root priming: 1 NS"),
+        "{text}"
+    );
+    d.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

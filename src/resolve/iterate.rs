@@ -426,7 +426,11 @@ impl Iterator {
             }
             let t = self.servers.timeout(*ip, attempt as u32 / 2);
             Metrics::inc(&self.metrics.upstream_queries);
-            match self.upstream.exchange(*ip, &root, RecordType::NS, t).await {
+            let exchanged = self.upstream.exchange(*ip, &root, RecordType::NS, t).await;
+            if let (Some(tr), Err(e)) = (&budget.trace, &exchanged) {
+                tr.exchange(*ip, &root, &root, RecordType::NS, None, None, e.to_string());
+            }
+            match exchanged {
                 Ok(r) => {
                     Metrics::inc(&self.metrics.upstream_answered);
                     self.servers.record_rtt(*ip, r.rtt);
@@ -437,6 +441,19 @@ impl Iterator {
                         .filter(|x| x.name.is_root() && x.record_type() == RecordType::NS)
                         .cloned()
                         .collect();
+                    if let Some(tr) = &budget.trace {
+                        tr.exchange(
+                            *ip,
+                            &root,
+                            &root,
+                            RecordType::NS,
+                            Some(r.rtt),
+                            Some(crate::resolve::trace::rcode_name(u16::from(
+                                r.msg.metadata.response_code,
+                            ))),
+                            format!("root priming: {} NS", ns.len()),
+                        );
+                    }
                     if r.msg.metadata.response_code == ResponseCode::NoError && !ns.is_empty() {
                         let glue: Vec<Record> = r
                             .msg
@@ -691,16 +708,9 @@ impl Iterator {
                     sname,
                     stype,
                     Some(reply.rtt),
-                    Some(
-                        crate::metrics::RCODES
-                            .get(usize::from(
-                                u16::from(reply.msg.metadata.response_code) & 0x0f,
-                            ))
-                            .map_or_else(
-                                || reply.msg.metadata.response_code.to_string(),
-                                |n| n.to_string(),
-                            ),
-                    ),
+                    Some(crate::resolve::trace::rcode_name(u16::from(
+                        reply.msg.metadata.response_code,
+                    ))),
                     learned,
                 );
             }

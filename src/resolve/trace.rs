@@ -145,3 +145,10 @@ impl TraceLog {
         self.with(|l| std::mem::take(&mut l.steps))
     }
 }
+
+/// The RCODE mnemonic (NOERROR, NXDOMAIN, ...) for a trace line.
+pub(crate) fn rcode_name(code: u16) -> String {
+    crate::metrics::RCODES
+        .get(usize::from(code & 0x0f))
+        .map_or_else(|| code.to_string(), |n| n.to_string())
+}
