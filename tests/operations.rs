@@ -842,6 +842,22 @@ async fn reload_applies_each_setting_group_and_a_bad_one_changes_nothing() {
         ResponseCode::Refused,
         "the old access list still applies"
     );
+
+    // Resolver budgets: one upstream query cannot walk from the root.
+    let mut tight = third.clone();
+    tight.server.allow = cfg.server.allow.clone();
+    tight.resolver.max_upstream_queries = 1;
+    let text = d.reload(&tight).expect("reload accepted").to_string();
+    assert!(
+        text.contains("resolver") && text.contains("allow"),
+        "{text}"
+    );
+    let r = ask(second, "fresh1.example.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    tight.resolver.max_upstream_queries = 100;
+    d.reload(&tight).expect("reload accepted");
+    let r = ask(second, "fresh2.example.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     d.shutdown().await;
 }
 
@@ -1111,4 +1127,67 @@ async fn dnstap_resolver_messages_name_each_upstream_server() {
         "the example.test. servers are named:\n{text}"
     );
     assert!(!text.contains(" CQ "), "client messages are off:\n{text}");
+}
+
+#[test]
+fn sighup_applies_a_new_log_level() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port("127.203.0.3");
+    let path = dir.path().join("resolvd.toml");
+    let text = |level: &str| {
+        format!(
+            "[server]\nlisten = [\"127.203.0.3:{port}\"]\n[control]\nenabled = false\n\
+             [log]\nlevel = \"{level}\"\n"
+        )
+    };
+    std::fs::write(&path, text("warn")).unwrap();
+    // READY=1 tells when it runs, since at "warn" it logs nothing.
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut p = Process(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .env("NOTIFY_SOCKET", dir.path().join("notify.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn resolvd"),
+    );
+    let stderr = p.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    assert!(next_notification(&notify).contains("READY=1"));
+    std::fs::write(&path, text("info")).unwrap();
+    p.signal(libc::SIGHUP);
+    assert!(next_notification(&notify).contains("RELOADING=1"));
+    assert!(next_notification(&notify).contains("READY=1"));
+    let mut seen = Vec::new();
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+        let done = l.contains("reloaded");
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("resolvd started")),
+        "info was off before the reload: {seen:?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("INFO") && l.contains("reloaded")),
+        "info is on after it: {seen:?}"
+    );
 }
