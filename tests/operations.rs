@@ -1191,3 +1191,33 @@ fn sighup_applies_a_new_log_level() {
         "info is on after it: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_turns_dnstap_on_and_off() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sim = Sim::start(world_in("127.202.2")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dnstap.sock");
+    let file = dir.path().join("reload.fstrm");
+    let cap = fstrm_capture(&sock, &file);
+    let cfg = config_for(&sim);
+    let (d, addr) = start(&cfg).await;
+    ask(addr, "before.example.test.", RecordType::A).await;
+    let mut on = cfg.clone();
+    on.dnstap.socket = Some(sock.clone());
+    assert!(d.reload(&on).unwrap().to_string().contains("dnstap"));
+    let m = d.handler().metrics.clone();
+    until_dnstap_flows(addr, &m, 0).await;
+    ask(addr, "during.example.test.", RecordType::A).await;
+    // Off again: the writer flushes, sends STOP and the reader's file is whole.
+    assert!(d.reload(&cfg).unwrap().to_string().contains("dnstap"));
+    let sent = m.dnstap_sent.load(Relaxed);
+    ask(addr, "after.example.test.", RecordType::A).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.dnstap_sent.load(Relaxed), sent, "nothing sent once off");
+    let text = stop_and_read(cap, &file);
+    assert!(text.contains("during.example.test."), "{text}");
+    assert!(!text.contains("before.example.test."), "{text}");
+    assert!(!text.contains("after.example.test."), "{text}");
+    d.shutdown().await;
+}
