@@ -32,6 +32,8 @@
 # `perf record -e cpu-clock -g` into PERF_OUT (/tmp/resolvd-PHASE.perf);
 # HOT_QPS (-Q for hot and TCP runs, default 1000000); KEEP=1 keeps the
 # temporary directory (configs, logs, raw dnsperf output).
+# SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
+# both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -91,8 +93,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ---------------------------------------------------------------- build
 log "cargo build --release"
-(cd "$ROOT" && cargo build --release)
+(cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder)
 RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
+CANNED="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/canned_responder"
 [ -x "$RESOLVD" ] || die "no binary at $RESOLVD"
 
 # ---------------------------------------------------------------- zones
@@ -131,6 +134,26 @@ EOF
 awk -v n="$HOT" 'BEGIN { for (i = 0; i < n; i++) printf "h%d.bench.test A\n", i }' >hot.txt
 awk -v a="$HOT" -v n="$COLD" 'BEGIN { for (i = a; i < a + n; i++) printf "h%d.bench.test A\n", i }' >cold.txt
 awk -v a="$((HOT + COLD))" -v n="$NAMES" 'BEGIN { for (i = a; i < n; i++) printf "h%d.bench.test A\n", i }' >rest.txt
+
+# SIGNED=1: sign bottom-up, each parent carrying its child's DS; the root
+# KSK's DS is both resolvers' only trust anchor.
+SIGNED=${SIGNED:-0}
+ZFILE_ROOT=root.zone ZFILE_TEST=test.zone ZFILE_BENCH=bench.zone
+if [ "$SIGNED" = 1 ]; then
+  command -v ldns-signzone >/dev/null 2>&1 || die "SIGNED=1 needs ldns-signzone (ldnsutils)"
+  sign_zone() { # ORIGIN FILE -> FILE.signed, prints the KSK's DS
+    local ksk zsk
+    ksk=$(ldns-keygen -a ECDSAP256SHA256 -k "$1")
+    zsk=$(ldns-keygen -a ECDSAP256SHA256 "$1")
+    ldns-signzone -o "$1" "$2" "$zsk" "$ksk" >&2
+    cat "$ksk.ds"
+  }
+  log "signing bench.test. ($NAMES names), test. and ."
+  sign_zone bench.test. bench.zone >>test.zone
+  sign_zone test. test.zone >>root.zone
+  sign_zone . root.zone >root.anchor
+  ZFILE_ROOT=root.zone.signed ZFILE_TEST=test.zone.signed ZFILE_BENCH=bench.zone.signed
+fi
 
 # ---------------------------------------------------------------- helpers
 # wait_dns ADDR PORT [CLASS TYPE NAME]: until the server answers anything.
@@ -315,13 +338,27 @@ stop() { # PID
 
 # ---------------------------------------------------------------- NSD
 log "starting NSD on $NET.1-3 port 53"
-start_nsd 1 . root.zone
-start_nsd 2 test. test.zone
-start_nsd 3 bench.test. bench.zone
+start_nsd 1 . "$ZFILE_ROOT"
+start_nsd 2 test. "$ZFILE_TEST"
+start_nsd 3 bench.test. "$ZFILE_BENCH"
 wait_dns "$NET.1" 53 ". SOA"
 wait_dns "$NET.2" 53 "test. SOA"
 wait_dns "$NET.3" 53 "bench.test. SOA"
 dig @"$NET.3" +norec +short "h$((NAMES - 1)).bench.test" A | grep -q . || die "bench.test zone not loaded (see $WORK/nsd3.log)"
+
+# ---------------------------------------------------------------- floor
+# The canned responder (benches/canned_responder.rs): what a UDP answer
+# costs with no DNS work at all, on the same CPU and the same dnsperf run.
+FLOOR_PORT=$((RESOLVD_PORT + 30))
+log "floor: canned responder on port $FLOOR_PORT, hot, ${DUR}s"
+taskset -c 0 "$CANNED" "127.0.0.1:$FLOOR_PORT" >canned.log 2>&1 &
+FPID=$!
+PIDS+=("$FPID")
+wait_dns 127.0.0.1 "$FLOOR_PORT"
+line=$(perf_run floor-hot "$FPID" -p "$FLOOR_PORT" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
+read -r sent answered lost qps lat ok cpu <<<"$line"
+R[floor.hot_qps]=$qps R[floor.hot_lost]=$lost R[floor.hot_cpu]=$(cpu_us "$cpu" "$answered")
+stop "$FPID"
 
 # ---------------------------------------------------------------- resolvd
 cat >resolvd.toml <<EOF
@@ -340,8 +377,9 @@ query_loopback = true
 upstream_port = 53
 special_use_exclude = ["test."]
 [dnssec]
-# The bench hierarchy is unsigned, and so is Unbound's run of it.
-validation = false
+# Without SIGNED=1 the bench hierarchy is unsigned and Unbound runs
+# without its validator; with it both validate from the same anchor.
+$(if [ "$SIGNED" = 1 ]; then echo "trust_anchor_files = [\"$WORK/root.anchor\"]"; else echo "validation = false"; fi)
 [cache]
 max_size = "1GiB"
 [log]
@@ -372,7 +410,7 @@ server:
   tls-service-pem: "$WORK/cert.pem"
   do-ip6: no
   num-threads: 1
-  module-config: "iterator"
+$(if [ "$SIGNED" = 1 ]; then printf '  module-config: "validator iterator"\n  trust-anchor-file: "%s/root.anchor"\n' "$WORK"; else echo '  module-config: "iterator"'; fi)
   username: ""
   chroot: ""
   directory: "$WORK"
@@ -409,7 +447,7 @@ row() { # LABEL KEY
 }
 echo
 echo "resolvd vs Unbound $("$UNBOUND" -V | awk 'NR == 1 { print $2 }'): 1 worker thread each on CPU 0, dnsperf on CPU 1"
-echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), ${DUR}s timed runs, $NAMES names ($HOT hot, $COLD cold)"
+echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), ${DUR}s timed runs, $NAMES names ($HOT hot, $COLD cold)$([ "$SIGNED" = 1 ] && echo ', signed zones, both validating')"
 echo
 printf '%-34s %12s %12s %10s\n' metric resolvd unbound ratio
 printf '%-34s %12s %12s %10s\n' ------ ------- ------- -----
@@ -442,6 +480,9 @@ if [ "${NO_TLS:-0}" != 1 ]; then
     done
   done
 fi
+echo
+echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
+echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
 echo
 echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
 echo "When 'CPU busy %' is well below 100, dnsperf on CPU 1 was the bottleneck: compare CPU us/query, not q/s."

@@ -604,6 +604,20 @@ async fn signed_hierarchy_validates_like_a_validating_resolver() {
     assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
     assert!(!ad(&r), "{}", r.text);
     assert_eq!(r.ede, Some(27), "{}", r.text);
+
+    // Verdicts are counted; a bogus answer is kept (bogus_ttl), so asking
+    // again costs no upstream query.
+    for key in ["dnssec_secure", "dnssec_insecure", "dnssec_bogus"] {
+        assert!(stat(&d, key) > 0, "{key} counted");
+    }
+    let before = stat(&d, "upstream_queries");
+    let r = dig(&d, "www.bogus.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "SERVFAIL", "{}", r.text);
+    assert_eq!(
+        stat(&d, "upstream_queries"),
+        before,
+        "bogus answer served from cache"
+    );
     d.shutdown().await;
 }
 

@@ -26,7 +26,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What is known about one zone's keys.
 #[derive(Debug, Clone)]
@@ -713,7 +713,6 @@ impl Iterator {
         budget: &Budget,
         depth: u32,
     ) -> Option<Sections> {
-        let _started = Instant::now();
         self.resolve_name(name, rtype, budget, depth + 1).await.ok()
     }
 }

@@ -20,6 +20,9 @@ pub mod nsec;
 pub mod nsec3;
 pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Security state of an answer (RFC 4035 §4.3).
