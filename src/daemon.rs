@@ -142,7 +142,7 @@ struct Spawner {
 
 impl Spawner {
     fn bind(&self, kind: Kind, want: SocketAddr) -> Result<Pending, BindError> {
-        let sockets: tokio::net::TcpListener = match kind {
+        let listener: tokio::net::TcpListener = match kind {
             Kind::Dns => {
                 // Port 0 (tests): siblings and TCP must share the port the
                 // first socket got, which another program may hold for
@@ -173,8 +173,7 @@ impl Spawner {
                 tcp::bind(want).map_err(|e| BindError { proto, ..e })?
             }
         };
-        let l = sockets;
-        let bound = l.local_addr().map_err(|source| BindError {
+        let bound = listener.local_addr().map_err(|source| BindError {
             proto: "tcp",
             addr: want,
             source,
@@ -183,7 +182,7 @@ impl Spawner {
             kind,
             configured: want,
             bound,
-            sockets: Sockets::Stream(l),
+            sockets: Sockets::Stream(listener),
         })
     }
 
