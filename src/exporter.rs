@@ -38,6 +38,11 @@ pub const PATH: &str = "/metrics";
 /// must not hold a task forever.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Scrape connections served at once; more are closed on accept, so a
+/// flood on the metrics port cannot pile up tasks (a Prometheus server
+/// needs one).
+const MAX_CONNECTIONS: usize = 16;
+
 /// Reads the daemon's counters at scrape time.
 pub struct Exporter {
     handler: Arc<Handler>,
@@ -418,6 +423,7 @@ pub fn serve(
 ) -> std::io::Result<SocketAddr> {
     let bound = std_listener.local_addr()?;
     let listener = TcpListener::from_std(std_listener)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tasks.spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -431,9 +437,13 @@ pub fn serve(
                     }
                 },
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
             let exporter = exporter.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let exporter = exporter.clone();
                     async move { Ok::<_, Infallible>(respond(&exporter, &req)) }
