@@ -1221,3 +1221,89 @@ async fn reload_turns_dnstap_on_and_off() {
     assert!(!text.contains("after.example.test."), "{text}");
     d.shutdown().await;
 }
+
+/// A resolver that answers NXDOMAIN after a pause: long enough for
+/// identical questions sent together to join one resolution.
+struct Slow;
+
+impl resolvd::resolve::Resolve for Slow {
+    fn resolve(
+        &self,
+        _qname: hickory_proto::rr::Name,
+        _qtype: RecordType,
+    ) -> resolvd::resolve::BoxFuture<'_, resolvd::wire::answer::Sections> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            resolvd::wire::answer::Sections::error(3, None)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_questions_at_once_are_counted_as_coalesced() {
+    let mut cfg = resolvd::config::Config::embedded_default();
+    cfg.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.server.threads = 2;
+    cfg.control.enabled = false;
+    cfg.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let d = resolvd::daemon::Daemon::start_with(
+        &cfg,
+        std::sync::Arc::new(Slow),
+        std::sync::Arc::new(resolvd::metrics::Metrics::default()),
+    )
+    .await
+    .unwrap();
+    let addr = d.local_addrs()[0];
+    let maddr = d.metrics_addr().unwrap();
+    let before = scrape(maddr).await;
+    let asks: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(async move { ask(addr, "slow.example.", RecordType::A).await }))
+        .collect();
+    for a in asks {
+        let r = a.await.unwrap();
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    }
+    let after = scrape(maddr).await;
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    assert_eq!(
+        delta("resolvd_coalesced_queries_total"),
+        4.0,
+        "five identical questions, one resolution"
+    );
+    assert_eq!(delta("resolvd_cache_misses_total"), 5.0);
+    assert_eq!(delta("resolvd_resolution_duration_seconds_count"), 5.0);
+    // All five waited for the one resolution: at least 0.8 s each.
+    assert!(delta("resolvd_resolution_duration_seconds_sum") >= 4.0);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_timeouts_are_counted_by_outcome() {
+    let sim = Sim::start(world_in("127.200.1")).await;
+    let mut cfg = config_for(&sim);
+    cfg.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.resolver.initial_timeout = resolvd::config::Dur::millis(100);
+    cfg.resolver.max_timeout = resolvd::config::Dur::millis(200);
+    let (d, addr) = start(&cfg).await;
+    let maddr = d.metrics_addr().unwrap();
+    ask(addr, "mail.example.test.", RecordType::A).await;
+    for s in ["127.200.1.3", "127.200.1.6"] {
+        sim.server(s).set_faults(Faults {
+            silent: true,
+            ..Default::default()
+        });
+    }
+    let before = scrape(maddr).await;
+    let r = ask(addr, "gone.example.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    let after = scrape(maddr).await;
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    let timeouts = delta(r#"resolvd_upstream_outcomes_total{outcome="timeout"}"#);
+    assert!(timeouts >= 2.0, "timeouts {timeouts}");
+    assert_eq!(
+        delta(r#"resolvd_upstream_outcomes_total{outcome="answered"}"#),
+        0.0
+    );
+    assert_eq!(delta(r#"resolvd_responses_total{rcode="SERVFAIL"}"#), 1.0);
+    d.shutdown().await;
+}
