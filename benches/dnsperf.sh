@@ -25,13 +25,26 @@
 #   dot    dnsperf -m dot, the same, over TLS (self-signed certificate)
 #   doh    dnsperf -m doh (HTTP/2 GET /dns-query?dns=), the same
 #
+# Then, when redis-server is installed (NO_L2=1 skips it), the shared
+# cache: a redis-server on 127.0.0.1:REDIS_PORT (CPU 1) and fresh resolvd
+# instances with [cache.redis] (CPU 0), one after another:
+#   l2-cold   instance A, empty L1 and empty Redis: the COLD names once
+#             (truly cold, each resolved; A writes them to Redis)
+#   l2-warm   instance B, empty L1, Redis filled by A: the same names once
+#             (every answer an L2 hit), q/s and latency next to l2-cold
+#   l2-hit    instance C, the same, one query at a time (-c 1 -q 1): the
+#             mean latency of an L2 hit, client and loopback included
+#
 # Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532); their
 # DoT and DoH ports are PORT+10 and PORT+20; NO_TLS=1 skips dot and doh;
 # BENCH_DUR, BENCH_NAMES, BENCH_COLD override the phase length and counts;
 # PERF_PHASE=cold|load records resolvd during that phase with
 # `perf record -e cpu-clock -g` into PERF_OUT (/tmp/resolvd-PHASE.perf);
 # HOT_QPS (-Q for hot and TCP runs, default 1000000); KEEP=1 keeps the
-# temporary directory (configs, logs, raw dnsperf output).
+# temporary directory (configs, logs, raw dnsperf output); REDIS_PORT
+# (56379); L2_ONLY=1 runs only the shared-cache part; RESOLVD_BIN uses that
+# binary instead of building one (a debug build checks that the script
+# works; its numbers mean nothing).
 # SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
 # both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
@@ -92,10 +105,15 @@ trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ---------------------------------------------------------------- build
-log "cargo build --release"
-(cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder)
-RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
-CANNED="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/canned_responder"
+if [ -n "${RESOLVD_BIN:-}" ]; then
+  RESOLVD=$RESOLVD_BIN
+  CANNED=""
+else
+  log "cargo build --release"
+  (cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder)
+  RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
+  CANNED="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/canned_responder"
+fi
 [ -x "$RESOLVD" ] || die "no binary at $RESOLVD"
 
 # ---------------------------------------------------------------- zones
@@ -346,6 +364,94 @@ wait_dns "$NET.2" 53 "test. SOA"
 wait_dns "$NET.3" 53 "bench.test. SOA"
 dig @"$NET.3" +norec +short "h$((NAMES - 1)).bench.test" A | grep -q . || die "bench.test zone not loaded (see $WORK/nsd3.log)"
 
+# ---------------------------------------------------------------- L2 (Redis)
+REDIS_PORT=${REDIS_PORT:-56379}
+declare -A L # shared-cache results
+# stat_of SOCKET KEY: one counter from `resolvd control stats`.
+stat_of() { { "$RESOLVD" control --socket "$1" stats 2>/dev/null || true; } | awk -v k="$2" '$1 == k { print $2 }'; }
+
+# l2_instance TAG PORT: starts resolvd with [cache.redis] on PORT (CPU 0);
+# sets LPID.
+l2_instance() {
+  local tag=$1 port=$2
+  cat >"$tag.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$port"]
+threads = 1
+[resolver]
+root_hints = "$WORK/root.hints"
+query_loopback = true
+upstream_port = 53
+special_use_exclude = ["test."]
+[cache]
+max_size = "1GiB"
+[cache.redis]
+url = "redis://127.0.0.1:$REDIS_PORT/0"
+key_prefix = "bench:"
+[dnssec]
+$(if [ "$SIGNED" = 1 ]; then echo "trust_anchor_files = [\"$WORK/root.anchor\"]"; else echo "validation = false"; fi)
+[log]
+level = "warn"
+[control]
+socket = "$WORK/$tag.sock"
+EOF
+  taskset -c 0 "$RESOLVD" --config "$WORK/$tag.toml" --threads 1 >"$tag.log" 2>&1 &
+  LPID=$!
+  PIDS+=("$LPID")
+  wait_dns 127.0.0.1 "$port"
+  sleep 0.5
+}
+
+bench_l2() {
+  local line sent answered lost qps lat ok cpu written
+  command -v redis-server >/dev/null 2>&1 || { log "no redis-server: skipping the shared-cache runs"; return 0; }
+  log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+  mkdir -p "$WORK/redis"
+  taskset -c 1 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" \
+    --save "" --appendonly no --daemonize no --loglevel warning >redis.log 2>&1 &
+  local rpid=$!
+  PIDS+=("$rpid")
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+
+  l2_instance l2a $((RESOLVD_PORT + 40))
+  log "l2-cold: $COLD names through an empty L1 and an empty Redis"
+  line=$(perf_run l2-cold "$LPID" -p $((RESOLVD_PORT + 40)) -d cold.txt -n 1 -l 120 -c 10)
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  L[cold_qps]=$qps L[cold_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }') L[cold_lost]=$lost
+  # Wait (bounded) for A's background writes to reach Redis.
+  for _ in $(seq 1 100); do
+    written=$(stat_of "$WORK/l2a.sock" l2_writes)
+    [ "${written:-0}" -ge "$ok" ] && break
+    sleep 0.1
+  done
+  L[written]=${written:-0}
+  stop "$LPID"
+
+  l2_instance l2b $((RESOLVD_PORT + 41))
+  log "l2-warm: the same names through an empty L1, Redis filled"
+  line=$(perf_run l2-warm "$LPID" -p $((RESOLVD_PORT + 41)) -d cold.txt -n 1 -l 120 -c 10)
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  L[warm_qps]=$qps L[warm_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }') L[warm_lost]=$lost
+  L[warm_cpu]=$(cpu_us "$cpu" "$answered")
+  L[warm_hits]=$(stat_of "$WORK/l2b.sock" l2_hits)
+  L[warm_upstream]=$(stat_of "$WORK/l2b.sock" upstream_queries)
+  stop "$LPID"
+
+  l2_instance l2c $((RESOLVD_PORT + 42))
+  log "l2-hit: one query at a time, every answer from Redis"
+  line=$(perf_run l2-hit "$LPID" -p $((RESOLVD_PORT + 42)) -d cold.txt -n 1 -l 120 -c 1 -q 1)
+  read -r sent answered lost qps lat ok cpu <<<"$line"
+  L[hit_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }')
+  L[hit_hits]=$(stat_of "$WORK/l2c.sock" l2_hits)
+  stop "$LPID"
+  stop "$rpid"
+}
+
+# (Skipped with RESOLVD_BIN, which builds nothing.)
+if [ "${L2_ONLY:-0}" != 1 ] && [ -n "$CANNED" ]; then
 # ---------------------------------------------------------------- floor
 # The canned responder (benches/canned_responder.rs): what a UDP answer
 # costs with no DNS work at all, on the same CPU and the same dnsperf run.
@@ -359,8 +465,11 @@ line=$(perf_run floor-hot "$FPID" -p "$FLOOR_PORT" -d hot.txt -l "$DUR" -c 10 -Q
 read -r sent answered lost qps lat ok cpu <<<"$line"
 R[floor.hot_qps]=$qps R[floor.hot_lost]=$lost R[floor.hot_cpu]=$(cpu_us "$cpu" "$answered")
 stop "$FPID"
+fi
+
 
 # ---------------------------------------------------------------- resolvd
+if [ "${L2_ONLY:-0}" != 1 ]; then
 cat >resolvd.toml <<EOF
 [server]
 listen = ["127.0.0.1:$RESOLVD_PORT"]
@@ -439,8 +548,26 @@ PIDS+=("$UPID")
 wait_dns 127.0.0.1 "$UNBOUND_PORT"
 bench unbound "$UPID" "$UNBOUND_PORT"
 stop "$UPID"
+fi
+
+[ "${NO_L2:-0}" = 1 ] || bench_l2
 
 # ---------------------------------------------------------------- report
+if [ -n "${L[warm_qps]:-}" ]; then
+  echo
+  echo "shared cache (Redis $(redis-server --version | awk '{ print $3 }' | cut -d= -f2)): fresh resolvd instances, 1 worker on CPU 0; redis-server and dnsperf on CPU 1"
+  printf '%-44s %12s\n' "l2-cold q/s ($COLD names, empty Redis)" "${L[cold_qps]}"
+  printf '%-44s %12s\n' "l2-cold mean latency us" "${L[cold_lat]}"
+  printf '%-44s %12s\n' "answers written to Redis" "${L[written]}"
+  printf '%-44s %12s\n' "l2-warm q/s (same names, Redis filled)" "${L[warm_qps]}"
+  printf '%-44s %12s\n' "l2-warm mean latency us" "${L[warm_lat]}"
+  printf '%-44s %12s\n' "l2-warm server CPU us/query" "${L[warm_cpu]}"
+  printf '%-44s %12s\n' "l2-warm L2 hits / upstream queries" "${L[warm_hits]} / ${L[warm_upstream]}"
+  printf '%-44s %12s\n' "l2-warm / l2-cold q/s" "$(awk -v a="${L[warm_qps]}" -v b="${L[cold_qps]}" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }')"
+  printf '%-44s %12s\n' "L2 hit, one at a time: mean latency us" "${L[hit_lat]} (${L[hit_hits]} hits)"
+  echo "targets (issue 11): l2-warm >= 5x l2-cold q/s; an L2 hit under 150 us (median) on loopback"
+fi
+[ "${L2_ONLY:-0}" = 1 ] && exit 0
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a ~ /^[0-9.]+$/) printf "%.2f", a / b; else print "n/a" }'; }
 row() { # LABEL KEY
   printf '%-34s %12s %12s %10s\n' "$1" "${R[resolvd.$2]}" "${R[unbound.$2]}" "$(ratio "${R[resolvd.$2]}" "${R[unbound.$2]}")"
@@ -481,8 +608,10 @@ if [ "${NO_TLS:-0}" != 1 ]; then
   done
 fi
 echo
-echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
-echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
+if [ -n "${R[floor.hot_qps]:-}" ]; then
+  echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
+  echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
+fi
 echo
 echo "ratio = resolvd / unbound (q/s: higher is better; CPU, latency, bytes: lower is better)"
 echo "When 'CPU busy %' is well below 100, dnsperf on CPU 1 was the bottleneck: compare CPU us/query, not q/s."

@@ -167,6 +167,14 @@ impl AnswerCache {
         e.answers_key(key).then_some(e)
     }
 
+    /// Stores an answer as it is (one from the shared cache, whose TTL
+    /// policy was applied where it was resolved).
+    pub fn insert(&self, key: &[u8], e: Entry) {
+        if let Some(c) = &self.answers {
+            c.insert(self.hash_keys.hash_one(key), e);
+        }
+    }
+
     /// Applies TTL policy to fresh sections and stores them; returns the
     /// encoded answer either way.
     pub fn store(

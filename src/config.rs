@@ -53,6 +53,9 @@ pub struct Config {
     /// The dnstap query log.
     #[serde(default)]
     pub dnstap: DnstapConfig,
+    /// Forward and stub zones.
+    #[serde(default)]
+    pub forward: Vec<crate::resolve::forward::ForwardConfig>,
     /// DNSSEC validation.
     #[serde(default)]
     pub dnssec: DnssecConfig,
@@ -298,6 +301,8 @@ pub struct CacheConfig {
     /// (warm restart); none when empty.
     #[serde(deserialize_with = "ops::optional_path")]
     pub persist: Option<PathBuf>,
+    /// `[cache.redis]`: the shared L2 cache; absent = none.
+    pub redis: Option<crate::cache_l2::RedisConfig>,
 }
 
 impl Default for CacheConfig {
@@ -314,6 +319,7 @@ impl Default for CacheConfig {
             stale_answer_timeout: Dur::millis(1800),
             stale_max: Dur::secs(86400),
             persist: None,
+            redis: None,
         }
     }
 }
@@ -694,6 +700,24 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("level", format!("{:?} is not a log level", self.log.level));
         }
+        if let Some(r) = &self.cache.redis {
+            for (key, message) in r.check() {
+                errs.push(ConfigError::Invalid {
+                    path: path.to_string(),
+                    line: line_of_key(text, key),
+                    key: format!("{key}: "),
+                    message,
+                });
+            }
+        }
+        for (i, key, message) in crate::resolve::forward::check(&self.forward) {
+            errs.push(ConfigError::Invalid {
+                path: path.to_string(),
+                line: line_in_array_table(text, "forward", i, key),
+                key: format!("{key}: "),
+                message,
+            });
+        }
         if let Some(t) = &self.tls {
             // A missing key has no line of its own: point at [tls].
             let at = line_of_table(text, "tls");
@@ -821,6 +845,32 @@ fn line_of_table(text: &str, table: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// The line assigning `key` in the `index`-th `[[table]]` block (the
+/// block's header line when the key is not written in it).
+fn line_in_array_table(text: &str, table: &str, index: usize, key: &str) -> usize {
+    let header = format!("[[{table}]]");
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .map(|(i, _)| i)
+        .nth(index)
+    else {
+        return 1;
+    };
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if l.split_once('=').is_some_and(|(k, _)| k.trim() == key) && !t.starts_with('#') {
+            return i + 1;
+        }
+    }
+    start + 1
+}
+
 /// The first line assigning `key`, for errors found after parsing.
 pub fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
@@ -920,6 +970,28 @@ mod tests {
         let text = "[server]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n";
         let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
         assert!(msg.starts_with("x.toml:2: proxy_protocol_from: "), "{msg}");
+    }
+
+    #[test]
+    fn forward_zone_errors_name_key_and_line() {
+        let text = "[[forward]]\nzone = \"corp.example.\"\nservers = [\"192.0.2.1\"]\n\n[[forward]]\nzone = \"corp.example\"\nservers = [\"192.0.2.1:99999\"]\n";
+        let errs = Config::parse(text, "x.toml").unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].starts_with("x.toml:6: zone: "), "{msgs:?}");
+        assert!(msgs[1].starts_with("x.toml:7: servers: "), "{msgs:?}");
+    }
+
+    #[test]
+    fn redis_section_parses_and_a_bad_url_is_located() {
+        let text = "[cache.redis]\nurl = \"redis://10.0.0.1:6380/2\"\ntimeout = \"20ms\"\n";
+        let cfg = Config::parse(text, "x.toml").unwrap();
+        let r = cfg.cache.redis.unwrap();
+        assert_eq!(r.timeout.0, Duration::from_millis(20));
+        assert_eq!(r.key_prefix, "resolvd:", "defaults fill the rest");
+        let text = "[cache]\nmax_ttl = 600\n\n[cache.redis]\nurl = \"http://10.0.0.1\"\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err()[0].to_string();
+        assert!(msg.starts_with("x.toml:5: url: "), "{msg}");
     }
 
     #[test]

@@ -80,17 +80,6 @@ async fn request_reload(
     }
 }
 
-/// Runs one control command, those that wait for the network (`trace`)
-/// included, and returns its reply text. `reload` is not among them: the
-/// process that owns the configuration file answers it.
-pub async fn execute_async(handler: &Handler, line: &str) -> String {
-    if line.starts_with("trace ") {
-        trace(handler, line).await
-    } else {
-        execute(handler, line)
-    }
-}
-
 /// `trace NAME [TYPE] [json]`: one resolution with the caches bypassed,
 /// every upstream exchange listed.
 async fn trace(handler: &Handler, line: &str) -> String {
@@ -120,6 +109,33 @@ async fn trace(handler: &Handler, line: &str) -> String {
         Some(t) => t.render(),
         None => "error: this resolver cannot trace\n".into(),
     }
+}
+
+/// As [`execute`], with the commands that wait for the network: `trace`,
+/// and a flush also empties the shared cache (Redis) when there is one,
+/// before the reply is sent. `reload` is not among them: the process that
+/// owns the configuration file answers it.
+pub async fn execute_async(handler: &Handler, line: &str) -> String {
+    if line.starts_with("trace ") {
+        return trace(handler, line).await;
+    }
+    let mut reply = execute(handler, line);
+    if !reply.starts_with("ok flushed") {
+        return reply;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let name = match words.get(1).map(|n| Name::from_str(n)) {
+        None => None,
+        Some(Ok(mut n)) => {
+            n.set_fqdn(true);
+            Some(n)
+        }
+        Some(Err(_)) => return reply,
+    };
+    if let Some(more) = handler.flush_shared(name.as_ref(), words.len() == 3).await {
+        reply.push_str(&more);
+    }
+    reply
 }
 
 /// Runs one control command and returns its reply text.

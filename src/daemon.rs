@@ -48,6 +48,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The shared cache's settings unusable.
+    #[error(transparent)]
+    SharedCache(#[from] crate::cache_l2::L2Error),
+    /// A forward zone unusable (its CA file).
+    #[error(transparent)]
+    Forward(#[from] crate::resolve::forward::ForwardError),
     /// A trust anchor file unusable.
     #[error(transparent)]
     Anchors(#[from] AnchorError),
@@ -313,23 +319,35 @@ impl Daemon {
         metrics: Arc<Metrics>,
     ) -> Result<Daemon, StartError> {
         let zones = Arc::new(build_zones(cfg)?);
-        let handler = Arc::new(Handler::new(
-            HandlerConfig {
-                allow: cfg.server.allow.clone(),
-                udp_payload_size: cfg.server.udp_payload_size,
-                query_deadline: cfg.resolver.query_deadline.0,
-                max_pending: cfg.resolver.max_pending,
-                cookies: cfg
-                    .server
-                    .cookies
-                    .then(|| crate::cookies::parse_secret(&cfg.server.cookie_secret).ok()),
-                ratelimit: cfg.server.ratelimit.clone(),
-            },
-            zones.clone(),
-            AnswerCache::new(&cfg.cache).with_bogus_ttl(cfg.dnssec.bogus_ttl.0.as_secs() as u32),
-            resolver,
-            metrics,
-        ));
+        let l2 = match &cfg.cache.redis {
+            Some(r) => Some(crate::cache_l2::SharedCache::new(
+                r,
+                &cfg.cache,
+                &cfg.base_dir,
+            )?),
+            None => None,
+        };
+        let handler = Arc::new(
+            Handler::new(
+                HandlerConfig {
+                    allow: cfg.server.allow.clone(),
+                    udp_payload_size: cfg.server.udp_payload_size,
+                    query_deadline: cfg.resolver.query_deadline.0,
+                    max_pending: cfg.resolver.max_pending,
+                    cookies: cfg
+                        .server
+                        .cookies
+                        .then(|| crate::cookies::parse_secret(&cfg.server.cookie_secret).ok()),
+                    ratelimit: cfg.server.ratelimit.clone(),
+                },
+                zones.clone(),
+                AnswerCache::new(&cfg.cache)
+                    .with_bogus_ttl(cfg.dnssec.bogus_ttl.0.as_secs() as u32),
+                resolver,
+                metrics,
+            )
+            .with_shared_cache(l2),
+        );
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let spawner = Spawner {
@@ -706,6 +724,7 @@ impl Daemon {
                 "cache.persist",
                 differs(&old.cache.persist, &cfg.cache.persist),
             ),
+            ("cache.redis", differs(&old.cache.redis, &cfg.cache.redis)),
             ("control", differs(&old.control, &cfg.control)),
         ] {
             if changed {
@@ -749,18 +768,20 @@ fn build_resolver(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Resolve
         Some(p) => RootHints::load(&cfg.base_dir.join(p))?,
         None => RootHints::iana(),
     };
+    let forward = crate::resolve::forward::ForwardZones::build(
+        &cfg.forward,
+        &cfg.base_dir,
+        cfg.resolver.query_deadline.0,
+    )?;
     let dnssec = Dnssec::from_config(&cfg.dnssec, &cfg.base_dir)?.map(Arc::new);
     match &dnssec {
         Some(d) => tracing::info!(anchors = ?d.anchored_zones(), "DNSSEC validation on"),
         None => tracing::warn!("DNSSEC validation off ([dnssec] validation = false)"),
     }
-    Ok(Arc::new(IterativeResolver::new(
-        cfg.resolver.clone(),
-        &cfg.cache,
-        hints,
-        metrics,
-        dnssec,
-    )))
+    Ok(Arc::new(
+        IterativeResolver::new(cfg.resolver.clone(), &cfg.cache, hints, metrics, dnssec)
+            .with_forward(forward),
+    ))
 }
 
 /// Tries at binding a port-0 listen address (tests) before giving up.

@@ -9,9 +9,11 @@
 //! are applied here too, for both paths.
 //! Everything else returns [`Step::Resolve`] and goes through
 //! [`Handler::answer_resolved`], where concurrent identical questions share
-//! one resolution (request coalescing).
+//! one resolution (request coalescing), which asks the shared cache
+//! ([`crate::cache_l2`], Redis) first when there is one.
 
 use crate::cache::{AnswerCache, CacheKey, Entry};
+use crate::cache_l2::SharedCache;
 use crate::config::RateLimitConfig;
 use crate::cookies::{CookieJar, ReplyCookie, Verdict};
 use crate::metrics::Metrics;
@@ -119,6 +121,8 @@ pub struct Handler {
     /// Whether `dnstap` is set: one relaxed load keeps the query path free
     /// of the swap's bookkeeping when dnstap is off (the usual case).
     dnstap_on: std::sync::atomic::AtomicBool,
+    /// The shared cache (L2) behind `cache`, when configured.
+    l2: Option<SharedCache>,
 }
 
 impl Handler {
@@ -146,7 +150,14 @@ impl Handler {
             metrics,
             dnstap: arc_swap::ArcSwapOption::empty(),
             dnstap_on: std::sync::atomic::AtomicBool::new(false),
+            l2: None,
         }
+    }
+
+    /// Puts a shared cache (L2) behind the answer cache.
+    pub fn with_shared_cache(mut self, l2: Option<SharedCache>) -> Handler {
+        self.l2 = l2;
+        self
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -368,7 +379,8 @@ impl Handler {
         }
         if let Some(name) = wire_to_name(q.name_wire()) {
             Metrics::inc(&self.metrics.prefetches);
-            drop(self.resolve_coalesced(q.key(), name, RecordType::from(q.qtype)));
+            // A refresh must come from upstream: L2 holds the same age.
+            drop(self.resolve_shared(q.key(), name, RecordType::from(q.qtype), false));
         }
     }
 
@@ -554,6 +566,18 @@ impl Handler {
         qname: Name,
         qtype: RecordType,
     ) -> oneshot::Receiver<Entry> {
+        self.resolve_shared(key, qname, qtype, true)
+    }
+
+    /// As [`Handler::resolve_coalesced`]; asks the shared cache (L2)
+    /// first when `read_l2`, and hands fresh resolutions to it.
+    fn resolve_shared(
+        self: &Arc<Self>,
+        key: &[u8],
+        qname: Name,
+        qtype: RecordType,
+        read_l2: bool,
+    ) -> oneshot::Receiver<Entry> {
         let (tx, rx) = oneshot::channel();
         {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -567,12 +591,28 @@ impl Handler {
         let this = self.clone();
         let key: Box<[u8]> = key.into();
         tokio::spawn(async move {
-            let resolver = this.resolver.load_full();
-            let s = resolver.resolve(qname.clone(), qtype).await;
-            let entry = this
-                .cache
-                .store(&key, &qname, qtype, s)
-                .unwrap_or_else(|| this.servfail(&qname, qtype));
+            let shared = match (&this.l2, read_l2) {
+                (Some(l2), true) => l2.get(&key).await,
+                _ => None,
+            };
+            let entry = match shared {
+                Some(e) => {
+                    this.cache.insert(&key, e.clone());
+                    e
+                }
+                None => {
+                    let resolver = this.resolver.load_full();
+                    let s = resolver.resolve(qname.clone(), qtype).await;
+                    let e = this
+                        .cache
+                        .store(&key, &qname, qtype, s)
+                        .unwrap_or_else(|| this.servfail(&qname, qtype));
+                    if let Some(l2) = &this.l2 {
+                        l2.put(&key, &e);
+                    }
+                    e
+                }
+            };
             let waiters = {
                 let mut map = this.inflight.lock().unwrap_or_else(|p| p.into_inner());
                 map.remove(&key).unwrap_or_default()
@@ -663,10 +703,24 @@ impl Handler {
         self.resolver.load().servers()
     }
 
+    /// Removes `name` (and below when `subtree`), or everything, from the
+    /// shared cache; None when there is none.
+    pub async fn flush_shared(&self, name: Option<&Name>, subtree: bool) -> Option<String> {
+        let l2 = self.l2.as_ref()?;
+        Some(match l2.flush(name, subtree).await {
+            Ok(n) => format!("ok removed {n} shared (Redis) entries\n"),
+            Err(e) => format!("error: {e}\n"),
+        })
+    }
+
     /// `stats` text for the control socket.
     pub fn stats(&self) -> String {
         let (entries, bytes) = self.cache.usage();
-        self.metrics.render(entries, bytes)
+        let mut s = self.metrics.render(entries, bytes);
+        if let Some(l2) = &self.l2 {
+            s.push_str(&l2.stats().render());
+        }
+        s
     }
 }
 

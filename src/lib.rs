@@ -2,11 +2,13 @@
 //! geo-routed zones.
 //!
 //! Data flows one way: [`listener`] → [`wire::query`] → [`handler`] (local
-//! [`zones`], [`cache`]) → [`resolve`] (iterate → upstream) → cache →
+//! [`zones`], [`cache`], then [`cache_l2`] on Redis) → [`resolve`] (forward
+//! zones, or iterate → upstream) → cache →
 //! [`wire::answer`] → listener.
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod cache_l2;
 pub mod config;
 pub mod control;
 pub mod cookies;

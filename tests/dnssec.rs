@@ -868,3 +868,110 @@ async fn aggressive_nsec_answers_inside_validated_ranges_without_asking() {
     assert!(stat(&d, "upstream_queries") > before, "off: asked upstream");
     d.shutdown().await;
 }
+
+/// `[[forward]]` zones (issue 11) are validated like walked answers: the
+/// forwarded secure zone gets AD, the forwarded bogus zone SERVFAIL, and a
+/// negative trust anchor lets the bogus one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_answers_are_validated_unless_a_negative_trust_anchor_says_not() {
+    use resolvd::resolve::forward::ForwardConfig;
+    let h = start_hierarchy();
+    let forwards = |c: &mut Config| {
+        c.forward = ["secure.test.", "bogus.test."]
+            .iter()
+            .map(|z| ForwardConfig {
+                zone: z.to_string(),
+                servers: vec![format!("{NET}:{}", h.port)],
+                recursion: true,
+                fallback: false,
+                tls: None,
+            })
+            .collect();
+    };
+    let d = resolver(&h, forwards).await;
+    let r = dig(&d, "www.secure.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert!(ad(&r), "a forwarded secure answer is validated: {}", r.text);
+    let r = dig(&d, "www.bogus.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "SERVFAIL", "a forwarded bogus answer: {}", r.text);
+    d.shutdown().await;
+
+    let d = resolver(&h, |c| {
+        forwards(c);
+        c.dnssec.negative_trust_anchors = vec!["bogus.test.".into()];
+    })
+    .await;
+    let r = dig(&d, "www.bogus.test.", "A", &["+dnssec"]).await;
+    assert_eq!(r.status, "NOERROR", "NTA: {}", r.text);
+    assert!(!ad(&r), "{}", r.text);
+    d.shutdown().await;
+}
+
+/// The shared cache (issue 11) carries an answer's security state and its
+/// signatures: an instance that never validated `www.secure.test.` answers
+/// it from Redis with AD and, for DO=1, its RRSIG; without
+/// `trust_shared_validation` it validates for itself instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validated_answer_shared_through_redis_keeps_ad_and_its_signatures() {
+    use resolvd::cache_l2::RedisConfig;
+    use resolvd::config::Dur;
+    let h = start_hierarchy();
+    // The fleet tests' Redis address (127.219.0.1), on a port of its own.
+    let ip = "127.219.0.1";
+    let port = free_port(&[ip.to_string()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let mut cmd = Command::new(tool("redis-server", "redis-server"));
+    cmd.args(["--bind", ip, "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir.path());
+    let i = procs.spawn("redis-server", cmd, &dir.path().join("redis.log"));
+    procs.wait_for_log(i, "Ready to accept connections");
+    let shared = |trust: bool| {
+        move |c: &mut Config| {
+            c.cache.redis = Some(RedisConfig {
+                url: format!("redis://{ip}:{port}/0"),
+                key_prefix: "dnssec:".into(),
+                timeout: Dur::millis(500),
+                trust_shared_validation: trust,
+                ..RedisConfig::default()
+            })
+        }
+    };
+
+    let a = resolver(&h, shared(true)).await;
+    let r = dig(&a, "www.secure.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r) && has_type(&r.answer, "RRSIG"), "{}", r.text);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while stat(&a, "l2_writes") < 1 {
+        assert!(std::time::Instant::now() < until, "A never wrote to Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let b = resolver(&h, shared(true)).await;
+    let r = dig(&b, "www.secure.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r), "the secure state came through Redis: {}", r.text);
+    assert!(
+        has_type(&r.answer, "RRSIG"),
+        "and the signatures: {}",
+        r.text
+    );
+    assert_eq!(stat(&b, "l2_hits"), 1);
+    assert_eq!(
+        stat(&b, "upstream_queries"),
+        0,
+        "B validated nothing itself"
+    );
+    let r = dig(&b, "www.secure.test.", "A", &[]).await;
+    assert!(!has_type(&r.answer, "RRSIG"), "no DO, no RRSIG: {}", r.text);
+
+    let c = resolver(&h, shared(false)).await;
+    let r = dig(&c, "www.secure.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r), "{}", r.text);
+    assert_eq!(stat(&c, "l2_hits"), 0, "a validated entry is not believed");
+    assert!(stat(&c, "upstream_queries") > 0, "C validated for itself");
+    for d in [a, b, c] {
+        d.shutdown().await;
+    }
+}

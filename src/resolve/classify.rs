@@ -172,7 +172,7 @@ pub(crate) fn covered_type(r: &Record) -> RecordType {
     }
 }
 
-fn is_denial(t: RecordType) -> bool {
+pub(crate) fn is_denial(t: RecordType) -> bool {
     matches!(t, RecordType::SOA | RecordType::NSEC | RecordType::NSEC3)
 }
 

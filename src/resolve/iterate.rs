@@ -20,6 +20,7 @@
 use super::classify::{
     classify, cname_target, covered_type, follow_chain, is_addr, negative_ttl, Outcome,
 };
+use super::forward::{ForwardZone, ForwardZones};
 use super::secure::Dnssec;
 use super::servers::{Policy, ServerStats};
 use super::store::{record_addr, Delegation, Rank, Side, Store};
@@ -82,7 +83,7 @@ pub(super) struct Budget {
 }
 
 impl Budget {
-    fn spend(&self) -> Result<(), ResolveError> {
+    pub(super) fn spend(&self) -> Result<(), ResolveError> {
         if self.queries.fetch_add(1, Ordering::Relaxed) >= self.max_queries {
             return Err(ResolveError::Budget("upstream query"));
         }
@@ -110,9 +111,11 @@ pub struct Iterator {
     pub(super) store: Store,
     /// DNSSEC validation; None when `[dnssec] validation = false`.
     dnssec: Option<Arc<Dnssec>>,
-    servers: ServerStats,
-    upstream: Upstream,
-    metrics: Arc<Metrics>,
+    pub(super) servers: ServerStats,
+    pub(super) upstream: Upstream,
+    pub(super) metrics: Arc<Metrics>,
+    /// Forward and stub zones (`[[forward]]`), consulted before the walk.
+    forward: ForwardZones,
     /// When priming may be tried again, and how many times in a row it
     /// failed: the wait starts at `priming_retry` and doubles up to
     /// [`MAX_PRIMING_BACKOFF`], so an unreachable root is not hammered.
@@ -155,9 +158,16 @@ impl Iterator {
             servers,
             upstream,
             metrics,
+            forward: ForwardZones::default(),
             priming_backoff: Mutex::new((None, 0)),
             priming: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Sends the names of `forward`'s zones to their servers.
+    pub fn with_forward(mut self, forward: ForwardZones) -> Iterator {
+        self.forward = forward;
+        self
     }
 
     async fn run(&self, qname: Name, qtype: RecordType) -> Sections {
@@ -300,7 +310,8 @@ impl Iterator {
         })
     }
 
-    /// Walks down to the zone holding `name` and returns what it says.
+    /// What the servers say about `name`: a forward or stub zone's when
+    /// one covers it, else the walk's from the deepest known cut.
     async fn lookup(
         &self,
         name: &Name,
@@ -308,19 +319,74 @@ impl Iterator {
         budget: &Budget,
         depth: u32,
     ) -> Result<Outcome, ResolveError> {
+        // A DS record belongs to the parent zone (RFC 4035 §3.1.4.1): the
+        // forward or stub zone that covers the parent answers it, so a
+        // stub zone's apex DS is not asked of the stub's own servers.
+        let steer = if qtype == RecordType::DS && !name.is_root() {
+            name.base_name()
+        } else {
+            name.clone()
+        };
+        if let Some(fz) = self.forward.find(&steer) {
+            let tried = if fz.recursion {
+                self.ask_listed(fz, &fz.delegation(), name, qtype, budget)
+                    .await
+            } else {
+                self.walk(name, qtype, budget, depth, Some(fz)).await
+            };
+            match tried {
+                Ok(o) => return Ok(o),
+                Err(e) if !fz.fallback => return Err(e),
+                Err(e) => {
+                    tracing::debug!(zone = %fz.zone, error = %e, "forward zone failed; resolving from the root");
+                }
+            }
+        }
+        self.walk(name, qtype, budget, depth, None).await
+    }
+
+    /// The cut a walk starts from: the deepest known, but inside a stub
+    /// zone never above the stub zone itself (its configured servers stand
+    /// in for the delegation from the parent).
+    async fn start_cut(
+        &self,
+        from: &Name,
+        budget: &Budget,
+        stub: Option<&ForwardZone>,
+    ) -> Delegation {
+        let Some(s) = stub else {
+            return self.deepest_cut(from, budget).await;
+        };
+        match self.store.deepest_cut(from) {
+            Some(c) if c.zone != s.zone && s.zone.zone_of(&c.zone) => c,
+            _ => s.delegation(),
+        }
+    }
+
+    /// Walks down to the zone holding `name` and returns what it says;
+    /// from a stub zone's servers when `stub` is given.
+    async fn walk(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        budget: &Budget,
+        depth: u32,
+        stub: Option<&ForwardZone>,
+    ) -> Result<Outcome, ResolveError> {
         // DS lives in the parent zone (RFC 4035 §3.1.4.1): start above it.
         let from = if qtype == RecordType::DS && !name.is_root() {
             name.base_name()
         } else {
             name.clone()
         };
-        // A trace walks from the root, whatever delegations are known.
+        // A trace walks from the root (or a stub zone's servers), whatever
+        // delegations are known.
         let from = if budget.trace.is_some() {
             Name::root()
         } else {
             from
         };
-        let mut cut = self.deepest_cut(&from, budget).await;
+        let mut cut = self.start_cut(&from, budget, stub).await;
         let full = name.num_labels() as usize;
         let mut minimise = self.cfg.qname_minimisation;
         let mut labels = cut.zone.num_labels() as usize + 1;
@@ -335,13 +401,18 @@ impl Iterator {
                 (name.clone(), qtype)
             };
             let minimised = sname.num_labels() as usize != full;
-            let result = self.query_zone(&cut, &sname, stype, budget, depth).await;
+            let result = match stub {
+                Some(s) if cut.zone == s.zone => {
+                    self.ask_listed(s, &cut, &sname, stype, budget).await
+                }
+                _ => self.query_zone(&cut, &sname, stype, budget, depth).await,
+            };
             let outcome = match result {
                 Ok(o) => o,
                 Err(ResolveError::MissingGlue(_)) if !reasked_parent && !cut.zone.is_root() => {
                     // Ask the parent again; its referral carries the glue.
                     reasked_parent = true;
-                    cut = self.deepest_cut(&cut.zone.base_name(), budget).await;
+                    cut = self.start_cut(&cut.zone.base_name(), budget, stub).await;
                     labels = cut.zone.num_labels() as usize + 1;
                     continue;
                 }

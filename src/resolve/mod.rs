@@ -2,7 +2,8 @@
 //! miss, and the iterative resolver that implements it by walking the
 //! hierarchy from the root (RFC 1034 §5.3.3).
 //!
-//! Submodules: `iterate` (the walk), `classify` (what one reply says),
+//! Submodules: `iterate` (the walk), `forward` (forward and stub zones),
+//! `classify` (what one reply says),
 //! `upstream` (one exchange with one server), `servers` (per-server RTT
 //! and lame/dead marks), `store` (the RRsets and delegations the walk
 //! learns).
@@ -15,6 +16,7 @@ use std::pin::Pin;
 
 mod aggressive;
 mod classify;
+pub mod forward;
 pub mod iterate;
 pub mod secure;
 pub mod servers;

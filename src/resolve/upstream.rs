@@ -20,6 +20,7 @@
 //! not echo our client cookie is a forgery and ignored; BADCOOKIE is
 //! retried once with the fresh server cookie.
 
+use crate::handler::Transport;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -119,19 +120,19 @@ impl Upstream {
     }
 
     /// Logs a query about to go to `addr` (dnstap RESOLVER_QUERY).
-    fn tap_query(&self, query: &[u8], addr: SocketAddr, tcp: bool) {
-        if let Some(t) = self.tap.load().as_deref() {
-            t.resolver_query(query, addr, transport(tcp));
+    fn tap_query(&self, query: &[u8], addr: SocketAddr, t: Transport) {
+        if let Some(tap) = self.tap.load().as_deref() {
+            tap.resolver_query(query, addr, t);
         }
     }
 
     /// Logs a reply from `addr` (dnstap RESOLVER_RESPONSE), re-encoded:
     /// the transport hands over the decoded message.
-    fn tap_reply(&self, reply: &Message, addr: SocketAddr, tcp: bool) {
-        if let Some(t) = self.tap.load().as_deref() {
+    fn tap_reply(&self, reply: &Message, addr: SocketAddr, t: Transport) {
+        if let Some(tap) = self.tap.load().as_deref() {
             use hickory_proto::serialize::binary::BinEncodable;
             if let Ok(wire) = reply.to_bytes() {
-                t.resolver_response(&wire, addr, transport(tcp));
+                tap.resolver_response(&wire, addr, t);
             }
         }
     }
@@ -160,6 +161,21 @@ impl Upstream {
             return Err(ExchangeError::Forbidden);
         }
         let addr = SocketAddr::new(server, self.cfg.port);
+        self.exchange_at(addr, qname, qtype, timeout, false).await
+    }
+
+    /// As [`Upstream::exchange`], to a given port, with RD set when `rd`
+    /// (queries to forwarders, which resolve for us). No address policy:
+    /// the operator named the server (a forwarder on loopback is common).
+    pub async fn exchange_at(
+        &self,
+        addr: SocketAddr,
+        qname: &Name,
+        qtype: RecordType,
+        timeout: Duration,
+        rd: bool,
+    ) -> Result<Reply, ExchangeError> {
+        let server = addr.ip();
         let listed =
             |set: &Mutex<HashSet<IpAddr>>| set.lock().map(|s| s.contains(&server)).unwrap_or(false);
         let remember = |set: &Mutex<HashSet<IpAddr>>| {
@@ -175,8 +191,8 @@ impl Upstream {
         let mut cookie_retried = false;
         for _ in 0..4 {
             let cookie = (edns && self.cfg.cookies).then(|| self.cookie_for(server));
-            let query = self.build(qname, qtype, edns, caps, cookie.as_deref());
-            self.tap_query(&query.bytes, addr, false);
+            let query = self.build(qname, qtype, edns, caps, cookie.as_deref(), rd);
+            self.tap_query(&query.bytes, addr, Transport::Udp);
             let reply = match self.udp(addr, &query, timeout).await {
                 Err(ExchangeError::CaseMismatch) if caps => {
                     tracing::debug!(%server, "no 0x20: the server changed the question's case");
@@ -186,7 +202,7 @@ impl Upstream {
                 }
                 other => other?,
             };
-            self.tap_reply(&reply, addr, false);
+            self.tap_reply(&reply, addr, Transport::Udp);
             let rc = reply.metadata.response_code;
             if edns
                 && (rc == ResponseCode::FormErr || rc == ResponseCode::NotImp)
@@ -205,10 +221,10 @@ impl Upstream {
             }
             let rtt = started.elapsed();
             if reply.metadata.truncation {
-                let query = self.build(qname, qtype, edns, caps, cookie.as_deref());
-                self.tap_query(&query.bytes, addr, true);
+                let query = self.build(qname, qtype, edns, caps, cookie.as_deref(), rd);
+                self.tap_query(&query.bytes, addr, Transport::Tcp);
                 let msg = self.tcp(addr, &query, timeout).await?;
-                self.tap_reply(&msg, addr, true);
+                self.tap_reply(&msg, addr, Transport::Tcp);
                 return Ok(Reply {
                     msg,
                     rtt,
@@ -263,12 +279,14 @@ impl Upstream {
         edns: bool,
         caps: bool,
         cookie: Option<&[u8]>,
+        rd: bool,
     ) -> Sent {
         let id: u16 = rand::random();
         let mut bytes = Vec::with_capacity(12 + 256 + 4 + 11);
         bytes.extend_from_slice(&id.to_be_bytes());
-        // Flags 0: a standard query with RD=0 (we iterate ourselves).
-        bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+        // A standard query; RD=0 when we iterate ourselves, RD=1 only to
+        // forwarders.
+        bytes.extend_from_slice(&[u8::from(rd), 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
         for label in qname.iter() {
             bytes.push(label.len() as u8);
             bytes.extend_from_slice(label);
@@ -377,6 +395,39 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// One exchange over DNS over TLS (RFC 7858) through `client`, which
+    /// keeps the connection open and pipelines. No 0x20 and no cookies:
+    /// the TLS session already authenticates the server.
+    pub async fn exchange_dot(
+        &self,
+        client: &crate::transport::dot_client::DotClient,
+        qname: &Name,
+        qtype: RecordType,
+        timeout: Duration,
+        rd: bool,
+    ) -> Result<Reply, ExchangeError> {
+        let started = Instant::now();
+        let query = self.build(qname, qtype, true, false, None, rd);
+        let mut reply = match tokio::time::timeout(timeout, client.exchange(&query.bytes)).await {
+            Err(_) | Ok(Err(crate::transport::dot_client::DotError::Timeout)) => {
+                return Err(ExchangeError::Timeout)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "DoT exchange failed");
+                return Err(ExchangeError::Unreachable(std::io::Error::other(
+                    e.to_string(),
+                )));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let msg = accept(&mut reply, &query).map_err(|_| ExchangeError::BadReply)?;
+        Ok(Reply {
+            msg,
+            rtt: started.elapsed(),
+            tcp: false,
+        })
+    }
+
     /// For `crate::fuzz`: matches `reply` against our query for `qname`/
     /// `qtype` as [`Upstream::exchange`] would: its ID taken from the reply
     /// (so the fuzzer gets past the ID check), the byte-for-byte question
@@ -389,7 +440,7 @@ impl Upstream {
         caps: bool,
         reply: &mut [u8],
     ) -> Option<Message> {
-        let mut query = self.build(qname, qtype, true, false, Some(&[0; 8]));
+        let mut query = self.build(qname, qtype, true, false, Some(&[0; 8]), false);
         query.id = u16::from_be_bytes([*reply.first()?, *reply.get(1)?]);
         if caps {
             let plain = query
@@ -530,12 +581,4 @@ fn has_ipv6_route() -> bool {
     std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
         .and_then(|s| s.connect(("2001:db8::1", 53)))
         .is_ok()
-}
-
-fn transport(tcp: bool) -> crate::handler::Transport {
-    if tcp {
-        crate::handler::Transport::Tcp
-    } else {
-        crate::handler::Transport::Udp
-    }
 }

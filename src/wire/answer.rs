@@ -251,6 +251,68 @@ impl WireAnswer {
         }
     }
 
+    /// The message as stored: ID 0, the question, the records with their
+    /// TTLs as they were [`WireAnswer::age_millis`] ago; no OPT. For the
+    /// shared cache (`cache_l2`), which ships it to other instances.
+    pub fn message(&self) -> &[u8] {
+        self.data.get(..self.msg_len as usize).unwrap_or(&[])
+    }
+
+    /// Milliseconds since the TTLs in [`WireAnswer::message`] were current.
+    pub fn age_millis(&self, now: Instant) -> u64 {
+        millis(now).saturating_sub(self.stored_at)
+    }
+
+    /// The DNSSEC variant of [`WireAnswer::message`] (RRSIG, NSEC and
+    /// NSEC3 records kept, for DO=1 clients), when the answer has one.
+    pub fn dnssec_message(&self) -> Option<&[u8]> {
+        self.dnssec
+            .as_ref()
+            .and_then(|d| d.get(..self.dnssec_msg_len as usize))
+    }
+
+    /// Rebuilds an answer from messages another instance stored
+    /// ([`WireAnswer::message`] and [`WireAnswer::dnssec_message`]), `age`
+    /// seconds old: every TTL is lowered by `age` and the entry lives
+    /// `ttl` seconds from now. None when the bytes are not one question
+    /// and well-formed records (the input is untrusted).
+    pub fn from_shared(
+        msg: &[u8],
+        dnssec_msg: Option<&[u8]>,
+        age: u32,
+        ttl: u32,
+        rcode: u16,
+        security: Security,
+    ) -> Option<WireAnswer> {
+        let (data, question_end) = aged_layout(msg, age)?;
+        let dnssec = match dnssec_msg {
+            None => None,
+            Some(m) => {
+                let (d, qend) = aged_layout(m, age)?;
+                // Both encodings answer the same question.
+                if qend != question_end || m.get(12..qend) != msg.get(12..question_end) {
+                    return None;
+                }
+                Some((d, m.len() as u16))
+            }
+        };
+        Some(WireAnswer {
+            data,
+            msg_len: msg.len() as u16,
+            question_end: question_end as u16,
+            stored_at: millis(Instant::now()),
+            ttl,
+            rcode,
+            authoritative: false,
+            ede: None,
+            ecs_scope: None,
+            prefetch_started: AtomicBool::new(false),
+            security,
+            dnssec_msg_len: dnssec.as_ref().map_or(0, |d| d.1),
+            dnssec: dnssec.map(|d| d.0),
+        })
+    }
+
     /// Bytes held, for the cache's weigher.
     pub fn size(&self) -> usize {
         std::mem::size_of::<Self>()
@@ -578,6 +640,27 @@ impl OptRr<'_> {
             f.copy_from_slice(&ar.to_be_bytes());
         }
     }
+}
+
+/// `msg` (one question, well-formed records) with every TTL lowered by
+/// `age`, followed by its TTL offsets as [`WireAnswer`] keeps it; and
+/// the end of its question.
+fn aged_layout(msg: &[u8], age: u32) -> Option<(Box<[u8]>, usize)> {
+    if msg.len() > u16::MAX as usize || msg.get(4..6) != Some(&[0, 1][..]) {
+        return None;
+    }
+    let (question_end, offsets) = ttl_offsets(msg)?;
+    let mut data = Vec::with_capacity(msg.len() + offsets.len() * 2);
+    data.extend_from_slice(msg);
+    for &off in &offsets {
+        let field = data.get_mut(off as usize..off as usize + 4)?;
+        let t = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        field.copy_from_slice(&t.saturating_sub(age).to_be_bytes());
+    }
+    for off in offsets {
+        data.extend_from_slice(&off.to_be_bytes());
+    }
+    Some((data.into_boxed_slice(), question_end))
 }
 
 /// Finds the end of the question and the offset of every TTL (skipping

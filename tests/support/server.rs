@@ -69,6 +69,8 @@ pub struct SeenQuery {
     pub tcp: bool,
     pub edns: bool,
     pub id: u16,
+    /// RD (recursion desired) as the query set it.
+    pub rd: bool,
     /// The COOKIE option's data, when the query had one.
     pub cookie: Option<Vec<u8>>,
 }
@@ -173,6 +175,7 @@ fn respond(state: &State, bytes: &[u8], tcp: bool) -> (Option<Outcome>, u64) {
             tcp,
             edns,
             id: query.metadata.id,
+            rd: query.metadata.recursion_desired,
             cookie: cookie.clone(),
         });
     }
