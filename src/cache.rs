@@ -46,7 +46,11 @@ pub struct AnswerCache {
     /// Keyed by lower-cased wire name, so the lookup walks the suffixes of
     /// a query's name bytes without decoding or allocating.
     nxdomains: Option<Cache<NxKey, Arc<NxDomain>, ahash::RandomState>>,
-    cfg: CacheConfig,
+    /// TTL policy; swapped whole by a reload (`max_size` keeps the value
+    /// the cache was built with).
+    cfg: Arc<arc_swap::ArcSwap<CacheConfig>>,
+    /// Answers pushed out by the memory bound (not by expiry or flush).
+    evictions: Arc<std::sync::atomic::AtomicU64>,
     /// Lifetime of a bogus answer (`[dnssec] bogus_ttl`).
     bogus_ttl: u32,
 }
@@ -112,8 +116,16 @@ impl AnswerCache {
         };
         // max_size is shared: 11/16 for answers, 1/16 for NXDOMAIN names,
         // 1/4 for the iterator's RRsets and delegations (resolve::store).
+        let evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let evicted = evictions.clone();
         let answers = enabled.then(|| {
             Cache::builder()
+                // Called by moka's housekeeping, off the lookup path.
+                .eviction_listener(move |_k, _v, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
                 .max_capacity(cfg.max_size.0 / 16 * 11)
                 .weigher(|_k: &u64, v: &Entry| {
                     u32::try_from(v.size() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -136,7 +148,8 @@ impl AnswerCache {
             answers,
             hash_keys: ahash::RandomState::new(),
             nxdomains,
-            cfg: cfg.clone(),
+            cfg: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
+            evictions,
             bogus_ttl: 60,
         }
     }
@@ -171,12 +184,13 @@ impl AnswerCache {
         qtype: RecordType,
         mut s: Sections,
     ) -> Option<Entry> {
+        let cfg = self.cfg.load();
         let negative = s.rcode == 3 || (s.rcode == 0 && s.answer.is_empty());
         let failure = s.rcode != 0 && s.rcode != 3;
         if negative {
             for r in s.authority.iter_mut() {
                 if let RData::SOA(soa) = &r.data {
-                    let ttl = r.ttl.min(soa.minimum).min(self.cfg.max_negative_ttl);
+                    let ttl = r.ttl.min(soa.minimum).min(cfg.max_negative_ttl);
                     r.ttl = ttl;
                 }
             }
@@ -187,7 +201,7 @@ impl AnswerCache {
                 .chain(s.authority.iter_mut())
                 .chain(s.additional.iter_mut())
             {
-                r.ttl = r.ttl.clamp(self.cfg.min_ttl, self.cfg.max_ttl);
+                r.ttl = r.ttl.clamp(cfg.min_ttl, cfg.max_ttl);
             }
         }
         // Only the SOA is needed after encoding; the sections move into it.
@@ -204,11 +218,11 @@ impl AnswerCache {
             // CD=1 clients get the data from this entry meanwhile.
             a.ttl = a.ttl.min(self.bogus_ttl);
         } else if failure {
-            a.ttl = self.cfg.servfail_ttl;
+            a.ttl = cfg.servfail_ttl;
         } else if negative && soa.is_none() {
             // RFC 2308 §5 says not to cache it at all; a short floor
             // instead keeps a burst of the same question off the server.
-            a.ttl = self.cfg.negative_ttl_without_soa;
+            a.ttl = cfg.negative_ttl_without_soa;
         }
         let a = Arc::new(a);
         if a.ttl > 0 {
@@ -303,9 +317,36 @@ impl AnswerCache {
         }
     }
 
+    /// Every answer still live at `now` (for `dump-cache`; walks the whole
+    /// cache, never called on the query path).
+    pub fn live_entries(&self, now: Instant) -> Vec<Entry> {
+        match &self.answers {
+            Some(c) => c
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| !e.expired(now))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Answers evicted by the memory bound since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The policy in force.
-    pub fn config(&self) -> &CacheConfig {
-        &self.cfg
+    pub fn config(&self) -> arc_swap::Guard<Arc<CacheConfig>> {
+        self.cfg.load()
+    }
+
+    /// Applies a reloaded `[cache]` section: TTL clamps, negative and
+    /// failure TTLs, prefetch and serve-stale take effect for the next
+    /// answer. `max_size` is not resizable in place (a restart applies it).
+    pub fn set_config(&self, cfg: &CacheConfig) {
+        let mut next = cfg.clone();
+        next.max_size = self.cfg.load().max_size;
+        self.cfg.store(Arc::new(next));
     }
 }
 

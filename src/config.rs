@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod ops;
+pub use ops::{DnstapConfig, LogFormat, MetricsConfig};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +47,12 @@ pub struct Config {
     /// Certificate and key for the DoT and DoH listeners.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The dnstap query log.
+    #[serde(default)]
+    pub dnstap: DnstapConfig,
     /// Forward and stub zones.
     #[serde(default)]
     pub forward: Vec<crate::resolve::forward::ForwardConfig>,
@@ -288,6 +297,10 @@ pub struct CacheConfig {
     pub stale_answer_timeout: Dur,
     /// Expired entries older than this are never served.
     pub stale_max: Dur,
+    /// File the cache is dumped to at shutdown and loaded from at start
+    /// (warm restart); none when empty.
+    #[serde(deserialize_with = "ops::optional_path")]
+    pub persist: Option<PathBuf>,
     /// `[cache.redis]`: the shared L2 cache; absent = none.
     pub redis: Option<crate::cache_l2::RedisConfig>,
 }
@@ -305,6 +318,7 @@ impl Default for CacheConfig {
             serve_stale: true,
             stale_answer_timeout: Dur::millis(1800),
             stale_max: Dur::secs(86400),
+            persist: None,
             redis: None,
         }
     }
@@ -380,12 +394,15 @@ impl DnssecConfig {
 pub struct LogConfig {
     /// tracing filter: error, warn, info, debug, trace or a directive list.
     pub level: String,
+    /// `text` or `json` lines on stderr.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! only its owner can flush the cache or read statistics.
 //!
 //! Protocol: one request line, one reply ending when the server closes.
-//! Requests: `stats`, `flush`, `flush NAME`, `flush NAME subtree`.
+//! Requests: `reload`, `trace NAME [TYPE] [json]`, `stats`, `flush`, `flush NAME`, `flush NAME subtree`,
+//! `pools`, `servers`, `dump-cache FILE`, `load-cache FILE` (absolute paths: the daemon's
+//! working directory is not the client's).
 
 use crate::handler::Handler;
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RecordType};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +21,7 @@ use tokio_util::task::TaskTracker;
 pub fn start(
     path: &Path,
     handler: Arc<Handler>,
+    reload: tokio::sync::mpsc::Sender<crate::daemon::ReloadRequest>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<()> {
@@ -39,6 +42,7 @@ pub fn start(
                 r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
             };
             let handler = handler.clone();
+            let reload = reload.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
@@ -46,7 +50,11 @@ pub fn start(
                 if rd.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let reply = execute_async(&handler, line.trim()).await;
+                let reply = if line.trim() == "reload" {
+                    request_reload(&reload).await
+                } else {
+                    execute_async(&handler, line.trim()).await
+                };
                 let _ = wr.write_all(reply.as_bytes()).await;
             });
         }
@@ -55,9 +63,62 @@ pub fn start(
     Ok(())
 }
 
-/// As [`execute`], and a flush also empties the shared cache (Redis) when
-/// there is one, before the reply is sent.
+/// How long `control reload` waits for the outcome.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks the process to reload its configuration and waits for the outcome.
+async fn request_reload(
+    reload: &tokio::sync::mpsc::Sender<crate::daemon::ReloadRequest>,
+) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if reload.send(tx).await.is_err() {
+        return "error: this resolvd cannot reload (no configuration file)\n".into();
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
+        Ok(Ok(text)) => text,
+        _ => "error: reload did not finish\n".into(),
+    }
+}
+
+/// `trace NAME [TYPE] [json]`: one resolution with the caches bypassed,
+/// every upstream exchange listed.
+async fn trace(handler: &Handler, line: &str) -> String {
+    let mut words: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let json = words.last() == Some(&"json");
+    if json {
+        words.pop();
+    }
+    let (name, qtype) = match words.as_slice() {
+        [name] => (*name, RecordType::A),
+        [name, t] => match RecordType::from_str(&t.to_ascii_uppercase()) {
+            Ok(t) => (*name, t),
+            Err(_) => return format!("error: unknown type {t:?}\n"),
+        },
+        _ => return "error: usage: trace NAME [TYPE] [json]\n".into(),
+    };
+    let mut name = match Name::from_str(name) {
+        Ok(n) => n,
+        Err(e) => return format!("error: bad name {name:?}: {e}\n"),
+    };
+    name.set_fqdn(true);
+    match handler.trace(name, qtype).await {
+        Some(t) if json => match serde_json::to_string_pretty(&t) {
+            Ok(s) => s + "\n",
+            Err(e) => format!("error: {e}\n"),
+        },
+        Some(t) => t.render(),
+        None => "error: this resolver cannot trace\n".into(),
+    }
+}
+
+/// As [`execute`], with the commands that wait for the network: `trace`,
+/// and a flush also empties the shared cache (Redis) when there is one,
+/// before the reply is sent. `reload` is not among them: the process that
+/// owns the configuration file answers it.
 pub async fn execute_async(handler: &Handler, line: &str) -> String {
+    if line.starts_with("trace ") {
+        return trace(handler, line).await;
+    }
     let mut reply = execute(handler, line);
     if !reply.starts_with("ok flushed") {
         return reply;
@@ -98,8 +159,115 @@ pub fn execute(handler: &Handler, line: &str) -> String {
             }
             Err(e) => format!("error: bad name {name:?}: {e}\n"),
         },
+        ["pools"] => pools(handler),
+        ["servers"] => servers(handler),
+        ["dump-cache", path] => match crate::persist::dump(&handler.cache, Path::new(path)) {
+            Ok(n) => format!("ok dumped {n} entries to {path}\n"),
+            Err(e) => format!("error: {e}\n"),
+        },
+        ["load-cache", path] => match crate::persist::load(&handler.cache, Path::new(path)) {
+            Ok(s) => format!(
+                "ok loaded {} entries from {path} ({} expired, {} unusable)\n",
+                s.loaded, s.expired, s.unusable
+            ),
+            Err(e) => format!("error: {e}\n"),
+        },
         _ => format!(
-            "error: unknown command {line:?} (try: stats, flush, flush NAME, flush NAME subtree)\n"
+            "error: unknown command {line:?} (try: reload, trace NAME [TYPE], stats, flush, flush NAME, flush NAME subtree, \
+             dump-cache FILE, load-cache FILE, pools, servers)\n"
         ),
     }
+}
+
+/// Formats rows as columns separated by two spaces, the first row a header.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!(
+                    "{c:<w$}  ",
+                    w = widths.get(i).copied().unwrap_or(0)
+                ));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `pools`: every pool member with its weight, region, health and how
+/// often it was drawn since the zones were loaded.
+fn pools(handler: &Handler) -> String {
+    let members = handler.zones.load().pool_members();
+    if members.is_empty() {
+        return "no pools configured\n".into();
+    }
+    let mut rows = vec![[
+        "POOL", "TYPE", "MEMBER", "WEIGHT", "REGION", "HEALTH", "SELECTED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for m in members {
+        rows.push(vec![
+            m.pool,
+            m.rtype,
+            m.member,
+            m.weight.to_string(),
+            m.region.unwrap_or_else(|| "-".into()),
+            match (m.checked, m.up) {
+                (false, _) => "unchecked".into(),
+                (true, true) => "up".into(),
+                (true, false) => "down".into(),
+            },
+            m.selections.to_string(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `servers`: the infra cache, one upstream address a line: smoothed RTT,
+/// variance, timeouts in a row, and any hold-down with its reason.
+fn servers(handler: &Handler) -> String {
+    let servers = handler.servers();
+    if servers.is_empty() {
+        return "no upstream servers contacted yet\n".into();
+    }
+    let mut rows = vec![["ADDRESS", "SRTT_MS", "RTTVAR_MS", "TIMEOUTS", "HELD_DOWN"]
+        .map(String::from)
+        .to_vec()];
+    for s in servers {
+        let mut held: Vec<String> = Vec::new();
+        if let Some(d) = s.dead_for {
+            held.push(format!("dead for {}s", d.as_secs() + 1));
+        }
+        for (zone, d) in &s.lame_for {
+            held.push(format!("lame for {zone} {}s", d.as_secs() + 1));
+        }
+        rows.push(vec![
+            s.addr.to_string(),
+            s.srtt_ms.map_or("-".into(), |v| format!("{v:.1}")),
+            format!("{:.1}", s.rttvar_ms),
+            s.timeouts_in_row.to_string(),
+            if held.is_empty() {
+                "-".into()
+            } else {
+                held.join(", ")
+            },
+        ]);
+    }
+    table(&rows)
 }

@@ -98,7 +98,13 @@ pub struct Handler {
     pub zones: ArcSwap<LocalZones>,
     /// The answer cache.
     pub cache: AnswerCache,
-    resolver: Arc<dyn Resolve>,
+    /// Swapped whole by a reload that changes `[resolver]`; resolutions
+    /// already running finish on the one they started with.
+    resolver: ArcSwap<Arc<dyn Resolve>>,
+    /// Client prefixes allowed to query; swapped by a reload.
+    allow: ArcSwap<Vec<IpNet>>,
+    /// Longest wait for a resolution, in milliseconds; set by a reload.
+    query_deadline_ms: std::sync::atomic::AtomicU64,
     /// Resolutions in progress and who waits for them. A std Mutex: the
     /// critical sections are a map lookup, never held across an await.
     inflight: Mutex<HashMap<CacheKey, Waiters>>,
@@ -110,6 +116,11 @@ pub struct Handler {
     cookies: Option<CookieJar>,
     /// UDP rate limits.
     limits: RateLimits,
+    /// The dnstap writer, when `[dnstap] socket` is set; swapped on reload.
+    dnstap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
+    /// Whether `dnstap` is set: one relaxed load keeps the query path free
+    /// of the swap's bookkeeping when dnstap is off (the usual case).
+    dnstap_on: std::sync::atomic::AtomicBool,
     /// The shared cache (L2) behind `cache`, when configured.
     l2: Option<SharedCache>,
 }
@@ -127,12 +138,18 @@ impl Handler {
             pending: tokio::sync::Semaphore::new(cfg.max_pending),
             cookies: cfg.cookies.map(CookieJar::new),
             limits: RateLimits::new(&cfg.ratelimit),
+            allow: ArcSwap::from_pointee(cfg.allow.clone()),
+            query_deadline_ms: std::sync::atomic::AtomicU64::new(
+                cfg.query_deadline.as_millis() as u64
+            ),
             cfg,
             zones: ArcSwap::new(zones),
             cache,
-            resolver,
+            resolver: ArcSwap::from_pointee(resolver),
             inflight: Mutex::new(HashMap::new()),
             metrics,
+            dnstap: arc_swap::ArcSwapOption::empty(),
+            dnstap_on: std::sync::atomic::AtomicBool::new(false),
             l2: None,
         }
     }
@@ -154,7 +171,7 @@ impl Handler {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        self.cfg.allow.iter().any(|n| n.contains(&ip))
+        self.allow.load().iter().any(|n| n.contains(&ip))
     }
 
     fn context(
@@ -219,6 +236,34 @@ impl Handler {
         t: Transport,
         out: &mut Vec<u8>,
     ) -> Step {
+        if !self.dnstap_on.load(Ordering::Relaxed) {
+            let step = self.answer_now_limited(pkt, client, t, out);
+            if step == Step::Reply {
+                self.metrics.count_reply(out);
+            }
+            return step;
+        }
+        let tap = self.dnstap.load();
+        if let Some(tap) = tap.as_deref() {
+            tap.client_query(pkt, client, t);
+        }
+        let step = self.answer_now_limited(pkt, client, t, out);
+        if step == Step::Reply {
+            self.metrics.count_reply(out);
+            if let Some(tap) = tap.as_deref() {
+                tap.client_response(out, client, t);
+            }
+        }
+        step
+    }
+
+    fn answer_now_limited(
+        self: &Arc<Self>,
+        pkt: &[u8],
+        client: SocketAddr,
+        t: Transport,
+        out: &mut Vec<u8>,
+    ) -> Step {
         if !self.limits.enabled() {
             return self.answer_now_inner(pkt, client, t, out, &mut false);
         }
@@ -271,6 +316,7 @@ impl Handler {
                 return Step::Reply;
             }
         };
+        self.metrics.count_qtype(q.qtype);
         if !self.allowed(client.ip()) {
             Metrics::inc(&self.metrics.refused);
             self.error_reply(pkt, &q, t, rcode::REFUSED, None, out);
@@ -323,10 +369,15 @@ impl Handler {
     /// Starts a background refresh when a hit falls in the last tenth of
     /// its TTL (Unbound's `prefetch`), once per entry.
     fn maybe_prefetch(self: &Arc<Self>, q: &Query<'_>, e: &Entry, now: Instant) {
-        if !self.cache.config().prefetch || e.rcode != 0 || e.ttl < 10 {
+        if e.rcode != 0 || e.ttl < 10 {
             return;
         }
         if e.remaining(now) as u64 * 10 > e.ttl as u64 {
+            return;
+        }
+        // Read after the cheap tests: the policy sits behind a swap (for
+        // reloads), and most hits are nowhere near expiry.
+        if !self.cache.config().prefetch {
             return;
         }
         if e.prefetch_started.swap(true, Ordering::Relaxed) {
@@ -410,6 +461,14 @@ impl Handler {
         if !out.is_empty() && self.limits.enabled() {
             self.limit_response(client.ip(), t, cookie_ok, out);
         }
+        if !out.is_empty() {
+            self.metrics.count_reply(out);
+            if self.dnstap_on.load(Ordering::Relaxed) {
+                if let Some(tap) = self.dnstap.load().as_deref() {
+                    tap.client_response(out, client, t);
+                }
+            }
+        }
     }
 
     /// Returns whether the query carried a valid server cookie.
@@ -459,7 +518,8 @@ impl Handler {
             None
         };
         let rx = self.resolve_coalesced(q.key(), qname.clone(), qtype);
-        let deadline = self.cfg.query_deadline + Duration::from_millis(500);
+        let deadline = Duration::from_millis(self.query_deadline_ms.load(Ordering::Relaxed))
+            + Duration::from_millis(500);
         let entry = match &stale {
             Some(st) => {
                 let wait = self.cache.config().stale_answer_timeout.0;
@@ -528,6 +588,7 @@ impl Handler {
         {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(waiters) = map.get_mut(key) {
+                Metrics::inc(&self.metrics.coalesced);
                 waiters.push(tx);
                 return rx;
             }
@@ -546,7 +607,8 @@ impl Handler {
                     e
                 }
                 None => {
-                    let s = this.resolver.resolve(qname.clone(), qtype).await;
+                    let resolver = this.resolver.load_full();
+                    let s = resolver.resolve(qname.clone(), qtype).await;
                     let e = this
                         .cache
                         .store(&key, &qname, qtype, s)
@@ -568,6 +630,24 @@ impl Handler {
         rx
     }
 
+    /// Replaces the access list (reload).
+    pub fn set_allow(&self, allow: Vec<IpNet>) {
+        self.allow.store(Arc::new(allow));
+    }
+
+    /// Replaces the longest wait for a resolution (reload).
+    pub fn set_query_deadline(&self, d: Duration) {
+        self.query_deadline_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Replaces the resolver (reload of `[resolver]`); running resolutions
+    /// finish on the old one.
+    pub fn set_resolver(&self, resolver: Arc<dyn Resolve>) {
+        resolver.set_dnstap(self.dnstap.load_full());
+        self.resolver.store(Arc::new(resolver));
+    }
+
     /// Replaces the local zones (SIGHUP reload).
     pub fn set_zones(&self, zones: Arc<LocalZones>) {
         self.zones.store(zones);
@@ -580,7 +660,53 @@ impl Handler {
             Some(n) => self.cache.flush_name(n, subtree),
             None => self.cache.flush_all(),
         }
-        self.resolver.flush(name, subtree);
+        self.resolver.load().flush(name, subtree);
+    }
+
+    /// Starts, replaces or (None) stops dnstap logging.
+    pub fn set_dnstap(&self, tap: Option<Arc<crate::dnstap::Dnstap>>) {
+        self.resolver.load().set_dnstap(tap.clone());
+        self.dnstap_on.store(tap.is_some(), Ordering::Relaxed);
+        self.dnstap.store(tap);
+    }
+
+    /// The dnstap writer in use.
+    pub fn dnstap(&self) -> Option<Arc<crate::dnstap::Dnstap>> {
+        self.dnstap.load_full()
+    }
+
+    /// `control trace`: resolves with the caches bypassed and returns the
+    /// walk. The answer is still stored, so clients see what it learned.
+    /// None when the resolver cannot trace.
+    pub async fn trace(
+        &self,
+        qname: Name,
+        qtype: RecordType,
+    ) -> Option<crate::resolve::trace::Trace> {
+        let resolver = self.resolver.load_full();
+        let (s, steps) = resolver.trace(qname.clone(), qtype).await?;
+        let text = |v: &[hickory_proto::rr::Record]| v.iter().map(|r| r.to_string()).collect();
+        let trace = crate::resolve::trace::Trace {
+            qname: qname.to_string(),
+            qtype: qtype.to_string(),
+            steps,
+            rcode: crate::metrics::RCODES
+                .get(usize::from(s.rcode & 0x0f))
+                .copied()
+                .unwrap_or("?")
+                .to_string(),
+            answer: text(&s.answer),
+            authority: text(&s.authority),
+            error: s.ede.as_ref().map(|e| e.text.clone()),
+        };
+        let key = crate::cache::key_for(&qname, qtype);
+        self.cache.store(&key, &qname, qtype, s);
+        Some(trace)
+    }
+
+    /// What the resolver knows about upstream servers (infra cache).
+    pub fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
+        self.resolver.load().servers()
     }
 
     /// Removes `name` (and below when `subtree`), or everything, from the

@@ -13,11 +13,14 @@ pub mod config;
 pub mod control;
 pub mod cookies;
 pub mod daemon;
+pub mod dnstap;
+pub mod exporter;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handler;
 pub mod listener;
 pub mod metrics;
+pub mod persist;
 pub mod ratelimit;
 pub mod resolve;
 pub mod root_hints;

@@ -52,6 +52,9 @@ enum Command {
 enum ControlAction {
     /// Print counters and cache statistics.
     Stats,
+    /// Re-read the configuration file and apply it (as SIGHUP does); prints
+    /// what changed, or every error and keeps the old configuration.
+    Reload,
     /// Remove cached answers: all, one name, or a name and everything below.
     Flush {
         /// Name to flush; all when absent.
@@ -59,6 +62,32 @@ enum ControlAction {
         /// Also flush every name below NAME.
         #[arg(long)]
         subtree: bool,
+    },
+    /// Resolve NAME with the caches bypassed and print every upstream
+    /// exchange: server, zone cut, question, RTT, RCODE, what was learned.
+    Trace {
+        /// The name to resolve.
+        name: String,
+        /// Its type (default A).
+        #[arg(default_value = "A")]
+        qtype: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every pool member: weight, region, health, how often drawn.
+    Pools,
+    /// The infra cache: per upstream address, smoothed RTT and hold-downs.
+    Servers,
+    /// Write the answer cache to FILE (for a warm restart).
+    DumpCache {
+        /// Where to write it (the daemon writes it: it must be able to).
+        file: PathBuf,
+    },
+    /// Load answers from a file written by dump-cache; expired ones are skipped.
+    LoadCache {
+        /// The dump to read.
+        file: PathBuf,
     },
 }
 
@@ -140,6 +169,12 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
         })?,
         None => Config::embedded_default(),
     };
+    apply_overrides(cli, &mut cfg);
+    Ok(cfg)
+}
+
+/// The command line wins over the file, at start and at every reload.
+fn apply_overrides(cli: &Cli, cfg: &mut Config) {
     if !cli.listen.is_empty() {
         cfg.server.listen = cli.listen.clone();
     }
@@ -150,7 +185,6 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     if let Some(t) = cli.threads {
         cfg.server.threads = t;
     }
-    Ok(cfg)
 }
 
 fn run(cli: &Cli) -> ExitCode {
@@ -158,12 +192,7 @@ fn run(cli: &Cli) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_filter = init_logging(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads())
         .enable_all()
@@ -175,10 +204,10 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(serve(cli, cfg))
+    rt.block_on(serve(cli, cfg, log_filter))
 }
 
-async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
+async fn serve(cli: &Cli, cfg: Config, log_filter: LogFilter) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let daemon = match Daemon::start(&cfg).await {
         Ok(d) => d,
@@ -187,6 +216,7 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    startup_summary(&cfg, &daemon);
     for a in daemon.local_addrs() {
         tracing::info!("listening on {a} (udp, tcp)");
     }
@@ -207,37 +237,160 @@ async fn serve(cli: &Cli, cfg: Config) -> ExitCode {
         eprintln!("resolvd: cannot install signal handlers");
         return ExitCode::from(1);
     };
+    // Every listener is bound and serving: systemd may start what needs DNS.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    let mut reloads = daemon.take_reload_requests();
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(cli, &daemon),
+            _ = hup.recv() => {
+                reload_notifying(cli, &daemon, &log_filter);
+            }
+            Some(reply) = async {
+                match reloads.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let _ = reply.send(reload_notifying(cli, &daemon, &log_filter));
+            }
         }
     }
     tracing::info!("shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
     daemon.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: re-read the file and swap zones; a bad file changes nothing.
-fn reload(cli: &Cli, daemon: &Daemon) {
-    let Some(path) = &cli.config else {
-        tracing::warn!("SIGHUP ignored: no --config file to reload");
-        return;
+/// Changes the log filter of the running process (reload of `[log] level`).
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Installs the subscriber: `[log] format` text or JSON lines on stderr,
+/// filtered by `[log] level` (RUST_LOG overrides). Returns the handle a
+/// reload uses to change the level.
+fn init_logging(log: &resolvd::config::LogConfig) -> LogFilter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(level));
+    let json = log.format == resolvd::config::LogFormat::Json;
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    // One JSON object per line with the event's fields at the top level,
+    // as log shippers expect.
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text_layer)
+        .with(json_layer)
+        .init();
+    handle
+}
+
+/// One line that says what this process is and does: what an operator
+/// looks for first in a log.
+fn startup_summary(cfg: &Config, daemon: &Daemon) {
+    let list = |v: Vec<SocketAddr>| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    match Config::load(path) {
-        // Zones and the TLS certificate are validated by the swap itself;
-        // nothing else is reloaded.
-        Ok(cfg) => match daemon.reload(&cfg) {
-            Ok(()) => tracing::info!("reloaded {}", path.display()),
-            Err(e) => tracing::error!("reload rejected, old configuration kept: {e}"),
-        },
-        Err(errs) => {
-            for e in errs {
-                tracing::error!("reload rejected, old configuration kept: {e}");
-            }
-        }
+    let pools: usize = cfg.zone.iter().map(|z| z.pool.len()).sum();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %list(daemon.local_addrs()),
+        tls_listen = %list(daemon.tls_addrs()),
+        https_listen = %list(daemon.https_addrs()),
+        https_listen_plain = %list(daemon.https_plain_addrs()),
+        zones = cfg.zone.len(),
+        pools,
+        cache_max_bytes = cfg.cache.max_size.0,
+        dnssec = if cfg.dnssec.validation { "validating" } else { "off" },
+        metrics = %daemon.metrics_addr().map(|a| a.to_string()).unwrap_or_default(),
+        dnstap = %cfg.dnstap.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        control = %if cfg.control.enabled { cfg.control.socket.display().to_string() } else { String::new() },
+        "resolvd started"
+    );
+}
+
+/// Tells the service manager (systemd, `Type=notify`) about a state
+/// change; does nothing when it did not start us (no NOTIFY_SOCKET).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify the service manager: {e}");
     }
+}
+
+/// A reload (SIGHUP or `control reload`) between RELOADING=1 and READY=1,
+/// as systemd expects; returns the text for `control reload`.
+fn reload_notifying(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) -> String {
+    // MONOTONIC_USEC lets systemd tell this reload from an earlier one
+    // (sd_notify(3), Type=notify-reload).
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+        states.push(t);
+    }
+    notify(&states);
+    let text = reload(cli, daemon, log_filter);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    text
+}
+
+/// Re-reads the file and applies it whole; a bad file changes nothing and
+/// every error is logged and returned.
+fn reload(cli: &Cli, daemon: &Daemon, log_filter: &LogFilter) -> String {
+    let Some(path) = &cli.config else {
+        tracing::warn!("reload ignored: no --config file to reload");
+        return "error: no --config file to reload\n".into();
+    };
+    let mut cfg = match load_checked(path) {
+        Ok(c) => c,
+        Err(errs) => return rejected(&errs),
+    };
+    apply_overrides(cli, &mut cfg);
+    match daemon.reload(&cfg) {
+        Ok(report) => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                let _ = log_filter.reload(tracing_subscriber::EnvFilter::new(&cfg.log.level));
+            }
+            tracing::info!("reloaded {}: {report}", path.display());
+            for k in &report.needs_restart {
+                tracing::warn!(
+                    "reload: {k} changed; the new value takes effect at the next restart"
+                );
+            }
+            format!("ok reloaded {}: {report}\n", path.display())
+        }
+        Err(e) => rejected(&e.0),
+    }
+}
+
+fn rejected(errs: &[String]) -> String {
+    let mut text = String::new();
+    for e in errs {
+        tracing::error!("reload rejected, old configuration kept: {e}");
+        text.push_str(&format!("error: {e}\n"));
+    }
+    text.push_str("error: reload rejected, old configuration kept\n");
+    text
 }
 
 fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow::Result<()> {
@@ -263,6 +416,7 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
     };
     let line = match action {
         ControlAction::Stats => "stats".to_string(),
+        ControlAction::Reload => "reload".to_string(),
         ControlAction::Flush { name: None, .. } => "flush".to_string(),
         ControlAction::Flush {
             name: Some(n),
@@ -270,6 +424,14 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
         } => {
             format!("flush {n}{}", if *subtree { " subtree" } else { "" })
         }
+        ControlAction::Pools => "pools".to_string(),
+        ControlAction::Trace { name, qtype, json } => {
+            format!("trace {name} {qtype}{}", if *json { " json" } else { "" })
+        }
+        ControlAction::Servers => "servers".to_string(),
+        // The daemon resolves paths against its own working directory.
+        ControlAction::DumpCache { file } => format!("dump-cache {}", absolute(file)?.display()),
+        ControlAction::LoadCache { file } => format!("load-cache {}", absolute(file)?.display()),
     };
     let mut s = UnixStream::connect(&path)
         .with_context(|| format!("cannot connect to control socket {}", path.display()))?;
@@ -281,6 +443,10 @@ fn control(cli: &Cli, socket: Option<PathBuf>, action: &ControlAction) -> anyhow
         anyhow::bail!("command failed");
     }
     Ok(())
+}
+
+fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("bad path {}", p.display()))
 }
 
 /// mimalloc instead of glibc malloc: resolution allocates and frees many

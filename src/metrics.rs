@@ -59,6 +59,26 @@ pub struct Metrics {
     pub proxy_rejected: AtomicU64,
     /// DoH requests answered with an HTTP error status.
     pub doh_http_errors: AtomicU64,
+    /// Queries by QTYPE: one slot per type in [`QTYPES`], then "other".
+    pub qtypes: [AtomicU64; QTYPES.len() + 1],
+    /// Replies sent, by the RCODE in their header (low four bits).
+    pub rcodes: [AtomicU64; 16],
+    /// Queries that joined a resolution already in progress.
+    pub coalesced: AtomicU64,
+    /// Upstream exchanges that produced a usable reply.
+    pub upstream_answered: AtomicU64,
+    /// Upstream exchanges whose reply was lame (wrong zone, REFUSED...).
+    pub upstream_lame: AtomicU64,
+    /// Upstream exchanges that timed out.
+    pub upstream_timeouts: AtomicU64,
+    /// Upstream exchanges that failed at once (unreachable, bad reply).
+    pub upstream_errors: AtomicU64,
+    /// Upstream exchanges retried over TCP after a truncated UDP reply.
+    pub upstream_tcp_fallbacks: AtomicU64,
+    /// dnstap messages handed to the writer.
+    pub dnstap_sent: AtomicU64,
+    /// dnstap messages dropped because the queue was full or no reader.
+    pub dnstap_dropped: AtomicU64,
     /// Resolved answers validated secure (RFC 4035 §4.3).
     pub dnssec_secure: AtomicU64,
     /// Resolved answers found insecure (unsigned, or no usable algorithm).
@@ -68,6 +88,57 @@ pub struct Metrics {
     /// Negative answers synthesised from validated NSEC ranges (RFC 8198).
     pub dnssec_aggressive: AtomicU64,
     latency: [AtomicU64; BUCKETS],
+    /// Sum of the observed latencies in microseconds (the histogram's sum).
+    latency_sum_us: AtomicU64,
+}
+
+/// Query types counted by name; every other type counts as "other".
+pub const QTYPES: [(u16, &str); 14] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (43, "DS"),
+    (48, "DNSKEY"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+];
+
+/// RCODE mnemonics (RFC 6895 §2.3) for the four-bit header field.
+pub const RCODES: [&str; 16] = [
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "DSOTYPENI",
+    "RCODE12",
+    "RCODE13",
+    "RCODE14",
+    "RCODE15",
+];
+
+/// A snapshot of the resolution latency histogram.
+pub struct LatencySnapshot {
+    /// `(upper bound in seconds, count in that bucket)`, not cumulative;
+    /// the last bound is infinity.
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of the observations in seconds.
+    pub sum_seconds: f64,
 }
 
 impl Metrics {
@@ -89,10 +160,57 @@ impl Metrics {
         });
     }
 
+    /// Counts a parsed query under its QTYPE.
+    #[inline]
+    pub fn count_qtype(&self, qtype: u16) {
+        // A linear scan of 14 constants beats a table: it stays in one
+        // cache line and the common types come first.
+        let i = QTYPES
+            .iter()
+            .position(|&(t, _)| t == qtype)
+            .unwrap_or(QTYPES.len());
+        if let Some(c) = self.qtypes.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a reply about to be sent under the RCODE in its header.
+    #[inline]
+    pub fn count_reply(&self, reply: &[u8]) {
+        if let Some(&b) = reply.get(3) {
+            if let Some(c) = self.rcodes.get(usize::from(b & 0x0f)) {
+                c.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The resolution latency histogram, with bucket bounds in seconds.
+    /// Buckets below 128 µs are folded into the first (no resolution is
+    /// that fast, and fewer series are cheaper to scrape).
+    pub fn latency_snapshot(&self) -> LatencySnapshot {
+        const FIRST: usize = 7;
+        const LAST: usize = 25;
+        let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Relaxed)).collect();
+        let mut buckets = Vec::with_capacity(LAST - FIRST + 2);
+        let below: u64 = counts.iter().take(FIRST + 1).sum();
+        buckets.push(((1u64 << FIRST) as f64 / 1e6, below));
+        for (i, c) in counts.iter().enumerate().take(LAST + 1).skip(FIRST + 1) {
+            buckets.push(((1u64 << i) as f64 / 1e6, *c));
+        }
+        let rest: u64 = counts.iter().skip(LAST + 1).sum();
+        buckets.push((f64::INFINITY, rest));
+        LatencySnapshot {
+            count: counts.iter().sum(),
+            sum_seconds: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+
     /// Records how long a query took from read to reply.
     #[inline]
     pub fn observe(&self, d: Duration) {
         let us = d.as_micros() as u64;
+        self.latency_sum_us.fetch_add(us, Relaxed);
         let b = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
         if let Some(c) = self.latency.get(b) {
             c.fetch_add(1, Relaxed);

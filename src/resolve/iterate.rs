@@ -77,6 +77,9 @@ impl ResolveError {
 pub(super) struct Budget {
     queries: AtomicU32,
     max_queries: u32,
+    /// Set for `control trace`: the caches are bypassed and every
+    /// exchange is recorded.
+    trace: Option<crate::resolve::trace::TraceLog>,
 }
 
 impl Budget {
@@ -171,7 +174,30 @@ impl Iterator {
         let budget = Budget {
             queries: AtomicU32::new(0),
             max_queries: self.cfg.max_upstream_queries,
+            trace: None,
         };
+        self.run_with(qname, qtype, &budget).await
+    }
+
+    /// One resolution from the root hints down, cached RRsets and
+    /// delegations ignored (what is learned is still stored), with every
+    /// upstream exchange recorded.
+    async fn run_traced(
+        &self,
+        qname: Name,
+        qtype: RecordType,
+    ) -> (Sections, Vec<crate::resolve::trace::TraceStep>) {
+        let budget = Budget {
+            queries: AtomicU32::new(0),
+            max_queries: self.cfg.max_upstream_queries,
+            trace: Some(Default::default()),
+        };
+        let s = self.run_with(qname, qtype, &budget).await;
+        let steps = budget.trace.as_ref().map(|t| t.take()).unwrap_or_default();
+        (s, steps)
+    }
+
+    async fn run_with(&self, qname: Name, qtype: RecordType, budget: &Budget) -> Sections {
         let deadline = self.cfg.query_deadline.0;
         if let Some(s) = self
             .dnssec
@@ -183,9 +209,9 @@ impl Iterator {
             return s;
         }
         let walk = async {
-            let mut s = self.resolve_name(&qname, qtype, &budget, 0).await?;
+            let mut s = self.resolve_name(&qname, qtype, budget, 0).await?;
             if let Some(d) = &self.dnssec {
-                self.validate(d, &qname, qtype, &mut s, &budget).await;
+                self.validate(d, &qname, qtype, &mut s, budget).await;
                 self.count_security(s.security);
             }
             Ok::<Sections, ResolveError>(s)
@@ -222,11 +248,12 @@ impl Iterator {
             for _ in 0..=self.cfg.max_cname_chain {
                 // Known authoritative data first: the tail of a cached chain
                 // needs no upstream query.
-                if let Some(rs) = self.store.get_fresh(&current, qtype) {
+                let bypass = budget.trace.is_some();
+                if let Some(rs) = self.store.get_fresh(&current, qtype).filter(|_| !bypass) {
                     chain.extend(rs);
                     return Ok(answer(chain));
                 }
-                if qtype != RecordType::CNAME {
+                if qtype != RecordType::CNAME && !bypass {
                     if let Some(rs) =
                         self.store
                             .get(&current, RecordType::CNAME, Rank::NonAuthAnswer)
@@ -240,7 +267,14 @@ impl Iterator {
                         continue;
                     }
                 }
-                match self.lookup(&current, qtype, budget, depth).await? {
+                if let Some(t) = &budget.trace {
+                    t.enter(&current);
+                }
+                let looked = self.lookup(&current, qtype, budget, depth).await;
+                if let Some(t) = &budget.trace {
+                    t.leave();
+                }
+                match looked? {
                     Outcome::Answer(records, proof) => {
                         let (used, end, complete) = follow_chain(&records, &current, qtype);
                         // The RRSIGs of the links used.
@@ -344,6 +378,13 @@ impl Iterator {
             name.base_name()
         } else {
             name.clone()
+        };
+        // A trace walks from the root (or a stub zone's servers), whatever
+        // delegations are known.
+        let from = if budget.trace.is_some() {
+            Name::root()
+        } else {
+            from
         };
         let mut cut = self.start_cut(&from, budget, stub).await;
         let full = name.num_labels() as usize;
@@ -456,8 +497,13 @@ impl Iterator {
             }
             let t = self.servers.timeout(*ip, attempt as u32 / 2);
             Metrics::inc(&self.metrics.upstream_queries);
-            match self.upstream.exchange(*ip, &root, RecordType::NS, t).await {
+            let exchanged = self.upstream.exchange(*ip, &root, RecordType::NS, t).await;
+            if let (Some(tr), Err(e)) = (&budget.trace, &exchanged) {
+                tr.exchange(*ip, &root, &root, RecordType::NS, None, None, e.to_string());
+            }
+            match exchanged {
                 Ok(r) => {
+                    Metrics::inc(&self.metrics.upstream_answered);
                     self.servers.record_rtt(*ip, r.rtt);
                     let ns: Vec<Record> = r
                         .msg
@@ -466,6 +512,19 @@ impl Iterator {
                         .filter(|x| x.name.is_root() && x.record_type() == RecordType::NS)
                         .cloned()
                         .collect();
+                    if let Some(tr) = &budget.trace {
+                        tr.exchange(
+                            *ip,
+                            &root,
+                            &root,
+                            RecordType::NS,
+                            Some(r.rtt),
+                            Some(crate::resolve::trace::rcode_name(u16::from(
+                                r.msg.metadata.response_code,
+                            ))),
+                            format!("root priming: {} NS", ns.len()),
+                        );
+                    }
                     if r.msg.metadata.response_code == ResponseCode::NoError && !ns.is_empty() {
                         let glue: Vec<Record> = r
                             .msg
@@ -484,8 +543,14 @@ impl Iterator {
                     }
                     self.servers.mark_lame(*ip, &root);
                 }
-                Err(ExchangeError::Timeout) => self.servers.record_timeout(*ip, t),
-                Err(_) => self.servers.mark_dead(*ip),
+                Err(ExchangeError::Timeout) => {
+                    Metrics::inc(&self.metrics.upstream_timeouts);
+                    self.servers.record_timeout(*ip, t)
+                }
+                Err(_) => {
+                    Metrics::inc(&self.metrics.upstream_errors);
+                    self.servers.mark_dead(*ip)
+                }
             }
         }
         if let Ok(mut g) = self.priming_backoff.lock() {
@@ -675,22 +740,58 @@ impl Iterator {
             budget.spend()?;
             Metrics::inc(&self.metrics.upstream_queries);
             let t = self.servers.timeout(ip, (attempt / addrs.len()) as u32);
-            let reply = match self.upstream.exchange(ip, sname, stype, t).await {
+            let exchanged = self.upstream.exchange(ip, sname, stype, t).await;
+            if let (Some(tr), Err(e)) = (&budget.trace, &exchanged) {
+                tr.exchange(ip, &cut.zone, sname, stype, None, None, e.to_string());
+            }
+            let reply = match exchanged {
                 Ok(r) => r,
                 Err(ExchangeError::Timeout) => {
+                    Metrics::inc(&self.metrics.upstream_timeouts);
                     self.servers.record_timeout(ip, t);
                     continue;
                 }
                 Err(_) => {
+                    Metrics::inc(&self.metrics.upstream_errors);
                     self.servers.mark_dead(ip);
                     given_up.push(ip);
                     continue;
                 }
             };
+            if reply.tcp {
+                Metrics::inc(&self.metrics.upstream_tcp_fallbacks);
+            }
             self.servers.record_rtt(ip, reply.rtt);
-            match classify(&self.store, &reply.msg, cut, sname, stype) {
-                Some(o) => return Ok(Some(o)),
+            let classified = classify(&self.store, &reply.msg, cut, sname, stype);
+            if let Some(tr) = &budget.trace {
+                let learned = match &classified {
+                    Some(Outcome::Referral(child)) => format!("referral to {}", child.zone),
+                    Some(Outcome::Answer(rs, _)) => format!("answer ({} records)", rs.len()),
+                    Some(Outcome::Negative { rcode: r, .. }) if *r == rcode::NXDOMAIN => {
+                        "NXDOMAIN".to_string()
+                    }
+                    Some(Outcome::Negative { .. }) => "NODATA".to_string(),
+                    None => format!("lame for {}", cut.zone),
+                };
+                tr.exchange(
+                    ip,
+                    &cut.zone,
+                    sname,
+                    stype,
+                    Some(reply.rtt),
+                    Some(crate::resolve::trace::rcode_name(u16::from(
+                        reply.msg.metadata.response_code,
+                    ))),
+                    learned,
+                );
+            }
+            match classified {
+                Some(o) => {
+                    Metrics::inc(&self.metrics.upstream_answered);
+                    return Ok(Some(o));
+                }
                 None => {
+                    Metrics::inc(&self.metrics.upstream_lame);
                     tracing::debug!(%ip, zone = %cut.zone, %sname, ?stype, "lame reply");
                     self.servers.mark_lame(ip, &cut.zone);
                     given_up.push(ip);
@@ -740,6 +841,22 @@ impl Resolve for Iterator {
         if let Some(d) = &self.dnssec {
             d.clear();
         }
+    }
+
+    fn servers(&self) -> Vec<crate::resolve::servers::ServerInfo> {
+        self.servers.snapshot()
+    }
+
+    fn set_dnstap(&self, tap: Option<Arc<crate::dnstap::Dnstap>>) {
+        self.upstream.set_dnstap(tap);
+    }
+
+    fn trace(
+        &self,
+        qname: Name,
+        qtype: RecordType,
+    ) -> BoxFuture<'_, Option<(Sections, Vec<crate::resolve::trace::TraceStep>)>> {
+        Box::pin(async move { Some(self.run_traced(qname, qtype).await) })
     }
 }
 

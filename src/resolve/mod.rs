@@ -21,6 +21,7 @@ pub mod iterate;
 pub mod secure;
 pub mod servers;
 pub mod store;
+pub mod trace;
 pub mod upstream;
 
 /// A boxed future, so resolvers can sit behind `dyn Resolve`.
@@ -35,6 +36,25 @@ pub trait Resolve: Send + Sync + 'static {
     /// Forgets what was learned about `name` (and below when `subtree`),
     /// or everything when `name` is None. Called by `resolvd control flush`.
     fn flush(&self, _name: Option<&Name>, _subtree: bool) {}
+
+    /// The infra cache: what is known about each upstream address.
+    /// Resolvers without one return nothing.
+    fn servers(&self) -> Vec<servers::ServerInfo> {
+        Vec::new()
+    }
+
+    /// Starts or stops dnstap logging of upstream traffic (RESOLVER_*).
+    fn set_dnstap(&self, _tap: Option<std::sync::Arc<crate::dnstap::Dnstap>>) {}
+
+    /// Resolves with the caches bypassed, recording every upstream
+    /// exchange (`control trace`). None when the resolver cannot trace.
+    fn trace(
+        &self,
+        _qname: Name,
+        _qtype: RecordType,
+    ) -> BoxFuture<'_, Option<(Sections, Vec<trace::TraceStep>)>> {
+        Box::pin(async { None })
+    }
 }
 
 /// A resolver that fails everything: for listener tests and for running

@@ -38,6 +38,24 @@ const DEAD_AFTER_TIMEOUTS: u32 = 3;
 /// once gets re-measured.
 const PROBE_CHANCE: f64 = 0.05;
 
+/// One upstream address as the infra cache sees it now (for
+/// `resolvd control servers` and the held-down gauges).
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The server's address.
+    pub addr: IpAddr,
+    /// Smoothed RTT in milliseconds, once measured.
+    pub srtt_ms: Option<f64>,
+    /// RTT variance in milliseconds.
+    pub rttvar_ms: f64,
+    /// Timeouts since its last reply.
+    pub timeouts_in_row: u32,
+    /// How long it stays held down as dead, when it is.
+    pub dead_for: Option<Duration>,
+    /// Zones it is held down as lame for, and for how long.
+    pub lame_for: Vec<(Name, Duration)>,
+}
+
 /// Per-address server statistics.
 pub struct ServerStats {
     map: Mutex<HashMap<IpAddr, Info>>,
@@ -113,6 +131,29 @@ impl ServerStats {
             out.swap(0, j);
         }
         out
+    }
+
+    /// Every address known, with its live hold-down marks; sorted by address.
+    pub fn snapshot(&self) -> Vec<ServerInfo> {
+        let now = Instant::now();
+        let mut v: Vec<ServerInfo> = self.with(|m| {
+            m.iter()
+                .map(|(ip, i)| ServerInfo {
+                    addr: *ip,
+                    srtt_ms: i.srtt_ms,
+                    rttvar_ms: i.rttvar_ms,
+                    timeouts_in_row: i.timeouts_in_row,
+                    dead_for: i.dead_until.and_then(|t| t.checked_duration_since(now)),
+                    lame_for: i
+                        .lame
+                        .iter()
+                        .filter_map(|(z, t)| Some((z.clone(), t.checked_duration_since(now)?)))
+                        .collect(),
+                })
+                .collect()
+        });
+        v.sort_by_key(|s| s.addr);
+        v
     }
 
     /// The per-try timeout for `ip` on the `attempt`-th round (0-based).

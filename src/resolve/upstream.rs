@@ -20,6 +20,7 @@
 //! not echo our client cookie is a forgery and ignored; BADCOOKIE is
 //! retried once with the fresh server cookie.
 
+use crate::handler::Transport;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -81,6 +82,8 @@ pub struct Upstream {
     cookie_secret: [u8; 16],
     /// The server cookie each server last gave us.
     server_cookies: Mutex<HashMap<IpAddr, Vec<u8>>>,
+    /// The dnstap writer, when `[dnstap] resolver` logs upstream traffic.
+    tap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
     /// Whether this host has a route to the global IPv6 internet; without
     /// one, IPv6 server addresses are skipped instead of failing one by one.
     ipv6_route: bool,
@@ -93,6 +96,8 @@ pub struct Reply {
     pub msg: Message,
     /// Round trip of the exchange that produced it.
     pub rtt: Duration,
+    /// Whether it came over TCP after a truncated UDP reply.
+    pub tcp: bool,
 }
 
 impl Upstream {
@@ -105,6 +110,30 @@ impl Upstream {
             cookie_secret: rand::random(),
             server_cookies: Mutex::new(HashMap::new()),
             ipv6_route: has_ipv6_route(),
+            tap: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// Starts or stops dnstap logging of upstream queries and replies.
+    pub fn set_dnstap(&self, tap: Option<std::sync::Arc<crate::dnstap::Dnstap>>) {
+        self.tap.store(tap.filter(|t| t.logs_resolver()));
+    }
+
+    /// Logs a query about to go to `addr` (dnstap RESOLVER_QUERY).
+    fn tap_query(&self, query: &[u8], addr: SocketAddr, t: Transport) {
+        if let Some(tap) = self.tap.load().as_deref() {
+            tap.resolver_query(query, addr, t);
+        }
+    }
+
+    /// Logs a reply from `addr` (dnstap RESOLVER_RESPONSE), re-encoded:
+    /// the transport hands over the decoded message.
+    fn tap_reply(&self, reply: &Message, addr: SocketAddr, t: Transport) {
+        if let Some(tap) = self.tap.load().as_deref() {
+            use hickory_proto::serialize::binary::BinEncodable;
+            if let Ok(wire) = reply.to_bytes() {
+                tap.resolver_response(&wire, addr, t);
+            }
         }
     }
 
@@ -163,6 +192,7 @@ impl Upstream {
         for _ in 0..4 {
             let cookie = (edns && self.cfg.cookies).then(|| self.cookie_for(server));
             let query = self.build(qname, qtype, edns, caps, cookie.as_deref(), rd);
+            self.tap_query(&query.bytes, addr, Transport::Udp);
             let reply = match self.udp(addr, &query, timeout).await {
                 Err(ExchangeError::CaseMismatch) if caps => {
                     tracing::debug!(%server, "no 0x20: the server changed the question's case");
@@ -172,6 +202,7 @@ impl Upstream {
                 }
                 other => other?,
             };
+            self.tap_reply(&reply, addr, Transport::Udp);
             let rc = reply.metadata.response_code;
             if edns
                 && (rc == ResponseCode::FormErr || rc == ResponseCode::NotImp)
@@ -190,16 +221,21 @@ impl Upstream {
             }
             let rtt = started.elapsed();
             if reply.metadata.truncation {
-                let msg = self
-                    .tcp(
-                        addr,
-                        &self.build(qname, qtype, edns, caps, cookie.as_deref(), rd),
-                        timeout,
-                    )
-                    .await?;
-                return Ok(Reply { msg, rtt });
+                let query = self.build(qname, qtype, edns, caps, cookie.as_deref(), rd);
+                self.tap_query(&query.bytes, addr, Transport::Tcp);
+                let msg = self.tcp(addr, &query, timeout).await?;
+                self.tap_reply(&msg, addr, Transport::Tcp);
+                return Ok(Reply {
+                    msg,
+                    rtt,
+                    tcp: true,
+                });
             }
-            return Ok(Reply { msg: reply, rtt });
+            return Ok(Reply {
+                msg: reply,
+                rtt,
+                tcp: false,
+            });
         }
         Err(ExchangeError::BadReply)
     }
@@ -388,6 +424,7 @@ impl Upstream {
         Ok(Reply {
             msg,
             rtt: started.elapsed(),
+            tcp: false,
         })
     }
 

@@ -364,6 +364,14 @@ impl WireAnswer {
             .unwrap_or(&[])
     }
 
+    /// The stored question's QTYPE.
+    pub fn question_type(&self) -> u16 {
+        let qend = self.question_end as usize;
+        self.data
+            .get(qend.saturating_sub(4)..qend.saturating_sub(2))
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
     /// Whether the entry has lived past its TTL.
     pub fn expired(&self, now: Instant) -> bool {
         self.remaining(now) == 0

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
@@ -338,9 +337,7 @@ fn build_pool(
                 addr,
                 weight: u64::try_from(m.weight).unwrap_or(0),
                 region,
-                health: Arc::new(MemberHealth {
-                    up: AtomicBool::new(true),
-                }),
+                health: Arc::new(MemberHealth::new()),
             });
         }
     }

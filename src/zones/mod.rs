@@ -146,6 +146,27 @@ pub struct ZoneAnswer {
     pub ecs_scope: Option<u8>,
 }
 
+/// One pool member as `resolvd control pools` and the metrics show it.
+#[derive(Debug, Clone)]
+pub struct PoolMemberInfo {
+    /// The pool's owner name.
+    pub pool: String,
+    /// The pool's record type (A, AAAA, CNAME).
+    pub rtype: String,
+    /// The member as configured.
+    pub member: String,
+    /// Its weight (0 = standby).
+    pub weight: u64,
+    /// Its region; None for a global member.
+    pub region: Option<String>,
+    /// Whether health checks (if any) hold it up.
+    pub up: bool,
+    /// Whether the pool has health checks at all.
+    pub checked: bool,
+    /// Answers it was drawn into since these zones were loaded.
+    pub selections: u64,
+}
+
 /// All local zones plus the geo data their pools use. Immutable after
 /// `from_config` except the members' health flags (atomics), so it is
 /// shared as `Arc<LocalZones>` with no lock on the query path.
@@ -316,6 +337,29 @@ impl LocalZones {
             Some(ecs) => self.geo.locate(ecs.addr, Some(ecs.source_prefix)),
             None => self.geo.locate(client.addr, None),
         }
+    }
+
+    /// Every pool member of the configured zones, in configuration order.
+    pub fn pool_members(&self) -> Vec<PoolMemberInfo> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut v = Vec::new();
+        for zone in &self.zones {
+            for pool in &zone.pools {
+                for m in &pool.members {
+                    v.push(PoolMemberInfo {
+                        pool: pool.name.to_string(),
+                        rtype: pool.rtype.to_string(),
+                        member: m.label.clone(),
+                        weight: m.weight,
+                        region: m.region.map(|r| self.geo.name(r).to_string()),
+                        up: m.health.up.load(Relaxed),
+                        checked: pool.health.is_some(),
+                        selections: m.health.selected.load(Relaxed),
+                    });
+                }
+            }
+        }
+        v
     }
 
     /// Spawns the background TCP health probes on the current tokio runtime;

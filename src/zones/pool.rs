@@ -29,6 +29,18 @@ use super::geo::Region;
 pub(crate) struct MemberHealth {
     /// Starts true: a member is trusted until probes say otherwise.
     pub(crate) up: AtomicBool,
+    /// Answers this member was drawn into (relaxed: a statistic).
+    pub(crate) selected: std::sync::atomic::AtomicU64,
+}
+
+impl MemberHealth {
+    /// A member trusted until probes say otherwise, never drawn yet.
+    pub(crate) fn new() -> MemberHealth {
+        MemberHealth {
+            up: AtomicBool::new(true),
+            selected: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 /// One member of a pool.
@@ -97,7 +109,13 @@ impl Pool {
             .candidates(region, &healthy)
             .or_else(|| self.candidates(region, &|_: &Member| true))
             .unwrap_or_default();
-        self.draw(candidates, rng)
+        let chosen = self.draw(candidates, rng);
+        for &i in &chosen {
+            if let Some(m) = self.members.get(i) {
+                m.health.selected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        chosen
     }
 
     /// The candidate set for `region` given an `up` predicate, or `None`
@@ -191,9 +209,7 @@ mod tests {
             addr: Some(addr.into()),
             weight,
             region,
-            health: Arc::new(MemberHealth {
-                up: AtomicBool::new(true),
-            }),
+            health: Arc::new(MemberHealth::new()),
         }
     }
 
