@@ -546,3 +546,40 @@ async fn idle_udp_sockets_close_soon_after_shutdown() {
     );
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_closes_a_removed_udp_address_and_serves_an_added_one() {
+    let mut c = cfg();
+    c.server.listen = vec!["127.222.0.6:0".parse().unwrap()];
+    let (d, old) = daemon(&c, Arc::new(Fixed { n: 1, delay_ms: 0 })).await;
+    query_udp(old, "kept.test.", RecordType::A, T)
+        .await
+        .expect("answered before the reload");
+    let mut next = c.clone();
+    next.server.listen = vec!["127.222.0.7:0".parse().unwrap()];
+    d.reload(&next).expect("reload accepted");
+    let new = d.local_addrs()[0];
+    assert_eq!(new.ip().to_string(), "127.222.0.7");
+    // A cache hit (answered on the new socket's thread) and a miss
+    // (resolved on the runtime), both from the new address.
+    for name in ["kept.test.", "fresh.test."] {
+        let q = make_query(name, RecordType::A, false);
+        let (from, reply) =
+            exchange_udp_raw_from("127.222.0.9".parse().unwrap(), new, &q.to_vec().unwrap(), T)
+                .await
+                .unwrap_or_else(|| panic!("{name} answered on the added address"));
+        assert_eq!(from, new);
+        assert_eq!(Message::from_vec(&reply).unwrap().answers.len(), 1);
+    }
+    // The removed address's threads notice within their receive timeout.
+    let t0 = std::time::Instant::now();
+    while !udp_port_is_free(old) && t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        udp_port_is_free(old),
+        "removed address still bound after {:?}",
+        t0.elapsed()
+    );
+    d.shutdown().await;
+}

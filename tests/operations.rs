@@ -347,6 +347,22 @@ fn stop_and_read(p: Process, file: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits (up to 3 s) until the dnstap writer's sent count has not moved for
+/// 100 ms, then 100 ms more for the reader to take in what was written.
+async fn until_dnstap_settles(m: &resolvd::metrics::Metrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut last = m.dnstap_sent.load(Relaxed);
+    let mut still = 0;
+    while still < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = m.dnstap_sent.load(Relaxed);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// Asks names until the dnstap writer has delivered more than `above`
 /// messages (it connects to a new reader within its reconnect interval).
 async fn until_dnstap_flows(addr: SocketAddr, m: &resolvd::metrics::Metrics, above: u64) {
@@ -396,6 +412,9 @@ async fn dnstap_reaches_fstrm_capture_and_survives_a_reader_restart() {
     ask(addr, "www.example.test.", RecordType::A).await; // a cache hit
     ask(addr, "missing.example.test.", RecordType::AAAA).await;
     // Restart the reader: the writer notices and connects to the new one.
+    // The replies above may reach us before the writer has written their
+    // messages (and the reader read them): let it catch up first.
+    until_dnstap_settles(&m).await;
     let sent = m.dnstap_sent.load(Relaxed);
     let text = stop_and_read(cap, &first);
     let second = dir.path().join("second.fstrm");
