@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 /// the thread looks at its stop flag again: how late, at most, an idle
 /// socket notices a shutdown or a reload. Ten wake-ups a second per idle
 /// socket cost nothing measurable.
-pub const WAKE: Duration = Duration::from_millis(100);
+const WAKE: Duration = Duration::from_millis(100);
 
 /// Binds one UDP socket with SO_REUSEPORT (so siblings can share the port),
 /// blocking with [`WAKE`] as its timeouts, for [`serve`]'s thread.
