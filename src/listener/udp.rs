@@ -6,7 +6,7 @@
 //! `EAGAIN`-returning `recvmmsg` for nearly every batch — half of all system
 //! calls on a hot-cache load (issue 14). A blocking `recvmmsg` with
 //! `MSG_WAITFORONE` sleeps in the kernel until a datagram comes, then takes
-//! whatever else is queued, up to [`BATCH`]; the replies leave in one
+//! whatever else is queued, up to `BATCH`; the replies leave in one
 //! `sendmmsg`. That is the floor's pattern (benches/canned_responder.rs).
 //!
 //! Cache hits and local zones are answered in place on the thread; misses
@@ -17,7 +17,7 @@
 //! misses per socket (beyond that they are dropped and counted as `dropped`,
 //! as the handler does for resolutions).
 //!
-//! Stopping: the socket has a receive timeout of [`WAKE`], so an idle
+//! Stopping: the socket has a receive timeout of `WAKE`, so an idle
 //! thread looks at its stop flag at least that often; a busy one looks
 //! after every batch. The flag is raised when the listener's cancellation
 //! token fires (shutdown, or a reload that drops the address) or when the
@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 const WAKE: Duration = Duration::from_millis(100);
 
 /// Binds one UDP socket with SO_REUSEPORT (so siblings can share the port),
-/// blocking with [`WAKE`] as its timeouts, for [`serve`]'s thread.
+/// blocking with `WAKE` as its timeouts, for [`serve`]'s thread.
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     let err = |source| BindError {
         proto: "udp",
@@ -235,7 +235,7 @@ impl Hot {
 
 /// Sends every reply, a `sendmmsg` at a time. A datagram the kernel refuses
 /// (no route to the client) is dropped and the rest still go; when the
-/// buffer is still full after [`WAKE`], the rest of the batch is dropped
+/// buffer is still full after `WAKE`, the rest of the batch is dropped
 /// too, rather than waiting WAKE for each.
 fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &[Vec<u8>], dests: &[SocketAddr]) {
     let mut done = 0;
