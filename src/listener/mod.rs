@@ -1,5 +1,6 @@
-//! Sockets: UDP (one SO_REUSEPORT socket per worker) and TCP (RFC 7766),
-//! both feeding the [`crate::handler::Handler`].
+//! Sockets: UDP (one SO_REUSEPORT socket per worker, each served by a
+//! thread of its own) and TCP (RFC 7766), both feeding the
+//! [`crate::handler::Handler`].
 //!
 //! Each socket is bound to one configured address, so replies leave from
 //! the address the query arrived on.
