@@ -1230,6 +1230,8 @@ async fn reload_turns_dnstap_on_and_off() {
     ask(addr, "during.example.test.", RecordType::A).await;
     // Off again: the writer flushes, sends STOP and the reader's file is whole.
     assert!(d.reload(&cfg).unwrap().to_string().contains("dnstap"));
+    // The old writer still flushes what was queued before it stopped.
+    until_dnstap_settles(&m).await;
     let sent = m.dnstap_sent.load(Relaxed);
     ask(addr, "after.example.test.", RecordType::A).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
