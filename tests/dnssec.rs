@@ -208,7 +208,7 @@ fn child_zone(label: &str) -> String {
     format!(
         "$ORIGIN {label}.test.\n$TTL 300\n@ SOA ns.test. h.test. 1 3600 600 86400 300\n\
          @ NS ns.test.\nwww A 192.0.2.1\nmail A 192.0.2.2\nalias CNAME www\n\
-         *.wild A 192.0.2.3\n"
+         *.wild A 192.0.2.3\ndn DNAME dtarget.{label}.test.\nwww.dtarget A 192.0.2.5\n"
     )
 }
 
@@ -501,6 +501,14 @@ async fn signed_hierarchy_validates_like_a_validating_resolver() {
     assert!(ad(&r) && has_type(&r.answer, "CNAME"), "{}", r.text);
     let r = dig(&d, "x.wild.secure.test.", "A", &["+dnssec"]).await;
     assert!(ad(&r) && has_type(&r.answer, "A"), "wildcard: {}", r.text);
+    // A DNAME: signed, with the unsigned CNAME it implies.
+    let r = dig(&d, "www.dn.secure.test.", "A", &["+dnssec"]).await;
+    assert!(ad(&r) && has_type(&r.answer, "DNAME"), "DNAME: {}", r.text);
+    assert!(
+        r.answer.iter().any(|l| l.contains("192.0.2.5")),
+        "{}",
+        r.text
+    );
 
     // NSEC3.
     let r = dig(&d, "www.nsec3.test.", "A", &["+dnssec"]).await;
@@ -791,6 +799,7 @@ async fn security_states_match_unbound_with_the_same_anchor() {
             ("nope", "A"),
             ("alias", "A"),
             ("x.wild", "A"),
+            ("www.dn", "A"),
         ] {
             questions.push((format!("{name}.{label}.test."), t));
         }

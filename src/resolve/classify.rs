@@ -200,7 +200,7 @@ pub(crate) fn cname_target(r: &Record) -> Option<Name> {
 }
 
 /// The target of a DNAME record (RFC 6672 §2.1: never compressed).
-fn dname_target(r: &Record) -> Option<Name> {
+pub(crate) fn dname_target(r: &Record) -> Option<Name> {
     match &r.data {
         RData::Unknown { code, rdata } if u16::from(*code) == DNAME => {
             Name::read(&mut BinDecoder::new(&rdata.anything)).ok()

@@ -9,7 +9,7 @@
 //! absent (NSEC/NSEC3, opt-out included) makes the zone insecure.
 
 use super::aggressive::NsecCache;
-use super::classify::covered_type;
+use super::classify::{covered_type, dname_target};
 use super::iterate::{Budget, Iterator};
 use super::BoxFuture;
 use crate::config::DnssecConfig;
@@ -150,6 +150,37 @@ fn sigs_for<'a>(records: &'a [Record], owner: &Name, rtype: RecordType) -> Vec<&
         .collect()
 }
 
+/// Whether `dname` (a DNAME record) above `owner` yields exactly the
+/// CNAME at `owner` found in `answer`.
+fn synthesised_from(dname: &Record, owner: &Name, answer: &[Record]) -> bool {
+    if dname.record_type() != RecordType::DNAME
+        || dname.name == *owner
+        || !dname.name.zone_of(owner)
+    {
+        return false;
+    }
+    let Some(target) = dname_target(dname) else {
+        return false;
+    };
+    let keep = owner
+        .iter()
+        .count()
+        .saturating_sub(dname.name.iter().count());
+    let prefix: Vec<Vec<u8>> = owner.iter().take(keep).map(|l| l.to_vec()).collect();
+    let Ok(expected) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
+        return false;
+    };
+    let cnames: Vec<&Name> = answer
+        .iter()
+        .filter(|r| r.name == *owner)
+        .filter_map(|r| match &r.data {
+            RData::CNAME(c) => Some(&c.0),
+            _ => None,
+        })
+        .collect();
+    !cnames.is_empty() && cnames.iter().all(|t| **t == expected)
+}
+
 fn failure_ede(f: &Failure) -> Ede {
     Ede {
         code: f.ede,
@@ -239,12 +270,12 @@ impl Iterator {
         for (owner, rtype) in rrsets(&answer) {
             let sigs = sigs_for(&answer, &owner, rtype);
             // A CNAME synthesised from a DNAME is unsigned; the DNAME
-            // (in the same answer) carries the proof (RFC 6672 §5.3.1).
+            // (in the same answer, validated as its own RRset) carries the
+            // proof, and the CNAME must say exactly what the DNAME
+            // implies (RFC 6672 §5.3.1).
             if sigs.is_empty()
                 && rtype == RecordType::CNAME
-                && answer
-                    .iter()
-                    .any(|r| r.record_type() == RecordType::DNAME && r.name.zone_of(&owner))
+                && answer.iter().any(|d| synthesised_from(d, &owner, &answer))
             {
                 continue;
             }
@@ -719,4 +750,45 @@ impl Iterator {
 
 fn bogus(code: u16, why: String) -> (KeyState, u32) {
     (KeyState::Bogus(Failure::new(code, why)), 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synthesised_from;
+    use hickory_proto::rr::rdata::{CNAME, NULL};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use hickory_proto::serialize::binary::BinEncodable;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).expect("name")
+    }
+
+    fn dname(owner: &str, target: &str) -> Record {
+        let wire = n(target).to_bytes().expect("wire name");
+        Record::from_rdata(
+            n(owner),
+            300,
+            RData::Unknown {
+                code: RecordType::DNAME,
+                rdata: NULL::with(wire),
+            },
+        )
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        Record::from_rdata(n(owner), 300, RData::CNAME(CNAME(n(target))))
+    }
+
+    #[test]
+    fn an_unsigned_cname_passes_only_as_its_dname_implies() {
+        let d = dname("dn.example.", "t.example.");
+        let good = [d.clone(), cname("www.dn.example.", "www.t.example.")];
+        assert!(synthesised_from(&d, &n("www.dn.example."), &good));
+        // A forged target beside a genuine DNAME is not the synthesis.
+        let forged = [d.clone(), cname("www.dn.example.", "evil.example.")];
+        assert!(!synthesised_from(&d, &n("www.dn.example."), &forged));
+        // A DNAME does not synthesise at its own name.
+        let own = [d.clone(), cname("dn.example.", "t.example.")];
+        assert!(!synthesised_from(&d, &n("dn.example."), &own));
+    }
 }
