@@ -504,22 +504,28 @@ async fn a_redis_cluster_is_shared_too() {
         .status()
         .expect("redis-cli runs (Debian package redis-tools, pulled in by redis-server)");
     assert!(created.success(), "redis-cli --cluster create failed");
-    let mut c = nodes[0].conn().await;
+    // Every node must agree the cluster is up: a write routed to a node
+    // that has not caught up yet gets CLUSTERDOWN, and the test writes
+    // each name once.
     let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let info: String = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if info.contains("cluster_state:ok") {
-            break;
+    for n in &nodes {
+        let mut c = n.conn().await;
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the cluster never became ok on port {}:\n{info}",
+                n.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            Instant::now() < until,
-            "the cluster never became ok:\n{info}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let cluster_cfg = |host: u8| {
@@ -539,7 +545,15 @@ async fn a_redis_cluster_is_shared_too() {
     for i in 0..30 {
         ask_h(a_addr, i).await;
     }
-    eventually("A's 30 writes", || stat(&a, "l2_writes") >= 30).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while stat(&a, "l2_writes") < 30 {
+        assert!(
+            Instant::now() < until,
+            "A's 30 writes did not all reach the cluster: {}",
+            a.handler().stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for i in 0..30 {
         ask_h(b_addr, i).await;
     }
