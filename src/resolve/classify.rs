@@ -70,16 +70,7 @@ pub(crate) fn classify(
         // leaves them out, and they are neither stored nor returned.
         let (mut used, _, _) = follow_chain(&answers, sname, stype);
         if !used.is_empty() {
-            // Each RRset's signatures travel with it (RFC 4035 §3.1.1).
-            let sigs: Vec<Record> = answers
-                .iter()
-                .filter(|r| r.record_type() == RecordType::RRSIG)
-                .filter(|s| {
-                    used.iter()
-                        .any(|u| u.name == s.name && u.record_type() == covered_type(s))
-                })
-                .cloned()
-                .collect();
+            let sigs = signatures_of(&answers, &used);
             used.extend(sigs);
             // A plain answer lives in the answer cache already; the
             // store keeps chains (so a question about any link's
@@ -162,6 +153,20 @@ pub(crate) fn classify(
         return Some(Outcome::Negative { rcode: 0, soa });
     }
     None
+}
+
+/// The RRSIGs in `records` that cover an RRset in `used`: each RRset's
+/// signatures travel with it (RFC 4035 §3.1.1).
+pub(crate) fn signatures_of(records: &[Record], used: &[Record]) -> Vec<Record> {
+    records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::RRSIG)
+        .filter(|s| {
+            used.iter()
+                .any(|u| u.name == s.name && u.record_type() == covered_type(s))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The type a record speaks for: an RRSIG's covered type, else its own.

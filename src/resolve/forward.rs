@@ -21,7 +21,7 @@
 //!
 //! [`ServerStats`]: super::servers::ServerStats
 
-use super::classify::{classify, covered_type, follow_chain, is_denial, Outcome};
+use super::classify::{classify, covered_type, follow_chain, is_denial, signatures_of, Outcome};
 use super::iterate::{Budget, Iterator, ResolveError};
 use super::store::Delegation;
 use crate::metrics::Metrics;
@@ -352,16 +352,7 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
         .collect();
     let (mut used, _, _) = follow_chain(&answers, sname, stype);
     if !used.is_empty() {
-        // Each RRset's signatures travel with it (RFC 4035 §3.1.1).
-        let sigs: Vec<Record> = answers
-            .iter()
-            .filter(|r| r.record_type() == RecordType::RRSIG)
-            .filter(|s| {
-                used.iter()
-                    .any(|u| u.name == s.name && u.record_type() == covered_type(s))
-            })
-            .cloned()
-            .collect();
+        let sigs = signatures_of(&answers, &used);
         used.extend(sigs);
         // A wildcard expansion is proven by NSEC/NSEC3 in the authority
         // section (RFC 4035 §3.1.3.3). A chain that stops short (NXDOMAIN

@@ -18,7 +18,7 @@
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
 use super::classify::{
-    classify, cname_target, covered_type, follow_chain, is_addr, negative_ttl, Outcome,
+    classify, cname_target, follow_chain, is_addr, negative_ttl, signatures_of, Outcome,
 };
 use super::forward::{ForwardZone, ForwardZones};
 use super::secure::Dnssec;
@@ -278,13 +278,7 @@ impl Iterator {
                     Outcome::Answer(records, proof) => {
                         let (used, end, complete) = follow_chain(&records, &current, qtype);
                         // The RRSIGs of the links used.
-                        let sigs = records.iter().filter(|s| {
-                            s.record_type() == RecordType::RRSIG
-                                && used
-                                    .iter()
-                                    .any(|u| u.name == s.name && u.record_type() == covered_type(s))
-                        });
-                        chain.extend(sigs.cloned());
+                        chain.extend(signatures_of(&records, &used));
                         chain.extend(used);
                         proofs.extend(proof);
                         if complete || end == current {
