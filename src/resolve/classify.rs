@@ -205,13 +205,27 @@ pub(crate) fn cname_target(r: &Record) -> Option<Name> {
 }
 
 /// The target of a DNAME record (RFC 6672 §2.1: never compressed).
-pub(crate) fn dname_target(r: &Record) -> Option<Name> {
+fn dname_target(r: &Record) -> Option<Name> {
     match &r.data {
         RData::Unknown { code, rdata } if u16::from(*code) == DNAME => {
             Name::read(&mut BinDecoder::new(&rdata.anything)).ok()
         }
         _ => None,
     }
+}
+
+/// The name a DNAME rewrites `name` to (RFC 6672 §2.2): the labels of
+/// `name` below the DNAME's owner, then the DNAME's target.
+pub(crate) fn dname_synthesis(dname: &Record, name: &Name) -> Option<Name> {
+    let target = dname_target(dname)?;
+    let keep = name
+        .iter()
+        .count()
+        .saturating_sub(dname.name.iter().count());
+    let prefix: Vec<Vec<u8>> = name.iter().take(keep).map(|l| l.to_vec()).collect();
+    Name::from_labels(prefix)
+        .and_then(|p| p.append_domain(&target))
+        .ok()
 }
 
 /// A DNAME whose owner is a proper ancestor of `name`.
@@ -260,10 +274,7 @@ pub(crate) fn follow_chain(
         // DNAME at a proper ancestor: synthesise the CNAME (RFC 6672 §3.1).
         let dname = dname_above(records, &cur);
         if let Some(d) = dname {
-            let Some(target) = dname_target(d) else { break };
-            let keep = cur.iter().count().saturating_sub(d.name.iter().count());
-            let prefix: Vec<Vec<u8>> = cur.iter().take(keep).map(|l| l.to_vec()).collect();
-            let Ok(new) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
+            let Some(new) = dname_synthesis(d, &cur) else {
                 break;
             };
             if !used.iter().any(|r| r == d) {

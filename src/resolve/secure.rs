@@ -9,7 +9,7 @@
 //! absent (NSEC/NSEC3, opt-out included) makes the zone insecure.
 
 use super::aggressive::NsecCache;
-use super::classify::{covered_type, dname_target};
+use super::classify::{covered_type, dname_synthesis};
 use super::iterate::{Budget, Iterator};
 use super::BoxFuture;
 use crate::config::DnssecConfig;
@@ -159,15 +159,7 @@ fn synthesised_from(dname: &Record, owner: &Name, answer: &[Record]) -> bool {
     {
         return false;
     }
-    let Some(target) = dname_target(dname) else {
-        return false;
-    };
-    let keep = owner
-        .iter()
-        .count()
-        .saturating_sub(dname.name.iter().count());
-    let prefix: Vec<Vec<u8>> = owner.iter().take(keep).map(|l| l.to_vec()).collect();
-    let Ok(expected) = Name::from_labels(prefix).and_then(|p| p.append_domain(&target)) else {
+    let Some(expected) = dname_synthesis(dname, owner) else {
         return false;
     };
     let cnames: Vec<&Name> = answer
