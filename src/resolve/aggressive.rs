@@ -160,7 +160,7 @@ impl NsecCache {
             }
             used.push(r);
             let ce = nsec::closest_encloser(&q, &owner, n.next_domain_name());
-            let wild = Name::from_ascii("*").ok()?.append_domain(&ce).ok()?;
+            let wild = nsec::wildcard_of(&ce)?;
             let w = before(&wild)?;
             let wowner = w.records.first()?.name.to_lowercase();
             let wn = w.records.iter().find_map(nsec_of)?;

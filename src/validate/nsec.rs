@@ -66,7 +66,8 @@ pub fn closest_encloser(name: &Name, owner: &Name, next: &Name) -> Name {
     }
 }
 
-fn wildcard_of(ce: &Name) -> Option<Name> {
+/// `*.ce`: the wildcard whose absence a denial must prove.
+pub fn wildcard_of(ce: &Name) -> Option<Name> {
     Name::from_ascii("*").ok()?.append_domain(ce).ok()
 }
 

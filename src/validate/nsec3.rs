@@ -6,6 +6,7 @@
 //! more iterations than `max_nsec3_iterations` is treated as insecure
 //! (RFC 9276 §3.2) before any hashing is done.
 
+use super::nsec::wildcard_of;
 use super::{Failure, Work};
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC3};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -204,8 +205,4 @@ impl<'a> Nsec3s<'a> {
             None => Proof::No,
         })
     }
-}
-
-fn wildcard_of(ce: &Name) -> Option<Name> {
-    Name::from_ascii("*").ok()?.append_domain(ce).ok()
 }
