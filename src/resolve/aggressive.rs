@@ -9,6 +9,7 @@
 //! too). Entries live for the smallest TTL of the proof they came in,
 //! which validation has already capped by the RRSIG's validity.
 
+use super::classify::covered_type;
 use crate::validate::nsec;
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -60,13 +61,6 @@ fn nsec_of(r: &Record) -> Option<&NSEC> {
     }
 }
 
-fn covered(r: &Record) -> RecordType {
-    match &r.data {
-        RData::DNSSEC(DNSSECRData::RRSIG(s)) => s.input().type_covered,
-        _ => r.record_type(),
-    }
-}
-
 impl NsecCache {
     /// Keeps the NSEC and SOA RRsets (with RRSIGs) of `authority`, which
     /// validation has just verified for `zone`.
@@ -87,7 +81,7 @@ impl NsecCache {
         for owner in owners {
             let records: Vec<Record> = authority
                 .iter()
-                .filter(|r| r.name == owner && covered(r) == RecordType::NSEC)
+                .filter(|r| r.name == owner && covered_type(r) == RecordType::NSEC)
                 .cloned()
                 .collect();
             if z.ranges.len() >= MAX_PER_ZONE && !z.ranges.contains_key(&owner) {
@@ -101,7 +95,7 @@ impl NsecCache {
         }
         let soa: Vec<Record> = authority
             .iter()
-            .filter(|r| covered(r) == RecordType::SOA && r.name == *zone)
+            .filter(|r| covered_type(r) == RecordType::SOA && r.name == *zone)
             .cloned()
             .collect();
         if !soa.is_empty() {

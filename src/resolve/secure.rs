@@ -321,8 +321,7 @@ impl Iterator {
         s.answer = answer;
         for (owner, rtype, ttl) in caps {
             for r in s.answer.iter_mut().filter(|r| r.name == owner) {
-                let covers = r.record_type() == rtype
-                    || rrsig(r).is_some_and(|x| x.input().type_covered == rtype);
+                let covers = covered_type(r) == rtype;
                 if covers {
                     r.ttl = r.ttl.min(ttl);
                 }
@@ -435,8 +434,7 @@ impl Iterator {
                 work,
             )?;
             for r in authority.iter().filter(|r| r.name == owner) {
-                let covers = r.record_type() == rtype
-                    || rrsig(r).is_some_and(|x| x.input().type_covered == rtype);
+                let covers = covered_type(r) == rtype;
                 if covers {
                     let mut r = r.clone();
                     r.ttl = r.ttl.min(v.ttl);
