@@ -34,11 +34,19 @@
 #             (every answer an L2 hit), q/s and latency next to l2-cold
 #   l2-hit    instance C, the same, one query at a time (-c 1 -q 1): the
 #             mean latency of an L2 hit, client and loopback included
+# On loopback an authoritative server answers in microseconds, so "cold"
+# there is cheaper than anywhere real. UPSTREAM_RTT_MS=N gives instance A
+# a round-trip time of N ms to bench.test.'s server: A holds bench.test. as
+# a stub zone ([[forward]] recursion = false, so A still asks it as an
+# authoritative, RD=0) whose server is benches/delay_proxy.rs on
+# $NET.9, relaying to NSD and holding each reply until N ms after its
+# query came. Redis, the root and test. are not delayed; B and C never ask
+# upstream. (The kernel here has no netem, or tc would do this.)
 #
 # Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532); their
 # DoT and DoH ports are PORT+10 and PORT+20; NO_TLS=1 skips dot and doh;
 # BENCH_DUR, BENCH_NAMES, BENCH_COLD override the phase length and counts;
-# PERF_PHASE=cold|load records resolvd during that phase with
+# PERF_PHASE=hot|cold|load records resolvd during that phase with
 # `perf record -e cpu-clock -g` into PERF_OUT (/tmp/resolvd-PHASE.perf);
 # HOT_QPS (-Q for hot and TCP runs, default 1000000); KEEP=1 keeps the
 # temporary directory (configs, logs, raw dnsperf output); REDIS_PORT
@@ -111,11 +119,13 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ -n "${RESOLVD_BIN:-}" ]; then
   RESOLVD=$RESOLVD_BIN
   CANNED=""
+  DELAY_PROXY="$(dirname "$RESOLVD_BIN")/examples/delay_proxy"
 else
   log "cargo build --release"
-  (cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder)
+  (cd "$ROOT" && cargo build --release && cargo build --release --example canned_responder --example delay_proxy)
   RESOLVD="${CARGO_TARGET_DIR:-$ROOT/target}/release/resolvd"
   CANNED="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/canned_responder"
+  DELAY_PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/delay_proxy"
 fi
 [ -x "$RESOLVD" ] || die "no binary at $RESOLVD"
 
@@ -327,7 +337,9 @@ bench() {
   cached=$((cached + ok))
 
   log "$name: hot, ${DUR}s"
+  profile_start "$name" hot "$pid"
   line=$(perf_run "$name-hot" "$pid" -p "$port" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
+  profile_stop
   read -r sent answered lost qps lat ok cpu <<<"$line"
   R[$name.hot_qps]=$qps R[$name.hot_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }')
   R[$name.hot_lost]=$lost R[$name.hot_cpu]=$(cpu_us "$cpu" "$answered")
@@ -415,10 +427,10 @@ declare -A L # shared-cache results
 # stat_of SOCKET KEY: one counter from `resolvd control stats`.
 stat_of() { { "$RESOLVD" control --socket "$1" stats 2>/dev/null || true; } | awk -v k="$2" '$1 == k { print $2 }'; }
 
-# l2_instance TAG PORT: starts resolvd with [cache.redis] on PORT (CPU 0);
-# sets LPID.
+# l2_instance TAG PORT [EXTRA]: starts resolvd with [cache.redis] on PORT
+# (CPU 0), EXTRA appended to its config; sets LPID.
 l2_instance() {
-  local tag=$1 port=$2
+  local tag=$1 port=$2 extra=${3:-}
   cat >"$tag.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$port"]
@@ -439,6 +451,7 @@ $(if [ "$SIGNED" = 1 ]; then echo "trust_anchor_files = [\"$WORK/root.anchor\"]"
 level = "warn"
 [control]
 socket = "$WORK/$tag.sock"
+$extra
 EOF
   taskset -c 0 "$RESOLVD" --config "$WORK/$tag.toml" --threads 1 >"$tag.log" 2>&1 &
   LPID=$!
@@ -461,8 +474,16 @@ bench_l2() {
     sleep 0.1
   done
 
-  l2_instance l2a $((RESOLVD_PORT + 40))
-  log "l2-cold: $COLD names through an empty L1 and an empty Redis"
+  local stub=""
+  if [ -n "${UPSTREAM_RTT_MS:-}" ]; then
+    [ -x "$DELAY_PROXY" ] || die "UPSTREAM_RTT_MS needs $DELAY_PROXY (cargo build --release --example delay_proxy)"
+    taskset -c 1 "$DELAY_PROXY" "$NET.9:53" "$NET.3:53" "$UPSTREAM_RTT_MS" >delay_proxy.log 2>&1 &
+    PIDS+=("$!")
+    wait_dns "$NET.9" 53
+    stub=$(printf '[[forward]]\nzone = "bench.test."\nservers = ["%s.9"]\nrecursion = false' "$NET")
+  fi
+  l2_instance l2a $((RESOLVD_PORT + 40)) "$stub"
+  log "l2-cold: $COLD names through an empty L1 and an empty Redis${UPSTREAM_RTT_MS:+, ${UPSTREAM_RTT_MS} ms RTT to the bench.test. server}"
   line=$(perf_run l2-cold "$LPID" -p $((RESOLVD_PORT + 40)) -d cold.txt -n 1 -l 120 -c 10)
   read -r sent answered lost qps lat ok cpu <<<"$line"
   L[cold_qps]=$qps L[cold_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }') L[cold_lost]=$lost
@@ -603,6 +624,7 @@ if [ -n "${L[warm_qps]:-}" ]; then
   echo
   echo "shared cache (Redis $(redis-server --version | awk '{ print $3 }' | cut -d= -f2)): fresh resolvd instances, 1 worker on CPU 0; redis-server and dnsperf on CPU 1"
   printf '%-44s %12s\n' "l2-cold q/s ($COLD names, empty Redis)" "${L[cold_qps]}"
+  printf '%-44s %12s\n' "  RTT to the authoritative (UPSTREAM_RTT_MS)" "${UPSTREAM_RTT_MS:-0 (loopback)} ms"
   printf '%-44s %12s\n' "l2-cold mean latency us" "${L[cold_lat]}"
   printf '%-44s %12s\n' "answers written to Redis" "${L[written]}"
   printf '%-44s %12s\n' "l2-warm q/s (same names, Redis filled)" "${L[warm_qps]}"

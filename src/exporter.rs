@@ -8,7 +8,7 @@
 //! conventional names: `resolvd_` prefix, the unit in the name, `_total` on
 //! counters.
 
-use crate::handler::Handler;
+use crate::handler::{Handler, Transport};
 use crate::metrics::{Metrics, QTYPES, RCODES};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -125,6 +125,7 @@ impl Collector for Exporter {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m: &Metrics = &self.handler.metrics;
         let g = |c: &AtomicU64| c.load(Relaxed);
+        let counts = m.query_counts();
         {
             let mut e = enc.encode_descriptor(
                 "build_info",
@@ -148,10 +149,10 @@ impl Collector for Exporter {
             "Queries read, by transport",
             "transport",
             [
-                ("udp", g(&m.queries_udp)),
-                ("tcp", g(&m.queries_tcp)),
-                ("dot", g(&m.queries_dot)),
-                ("doh", g(&m.queries_doh)),
+                ("udp", counts.queries_over(Transport::Udp)),
+                ("tcp", counts.queries_over(Transport::Tcp)),
+                ("dot", counts.queries_over(Transport::Dot)),
+                ("doh", counts.queries_over(Transport::Doh)),
             ],
         )?;
         counters(
@@ -163,20 +164,20 @@ impl Collector for Exporter {
                 .iter()
                 .map(|(_, n)| *n)
                 .chain(["other"])
-                .zip(m.qtypes.iter().map(g)),
+                .zip(counts.qtypes),
         )?;
         counters(
             &mut enc,
             "responses",
             "Replies sent, by RCODE",
             "rcode",
-            RCODES.iter().copied().zip(m.rcodes.iter().map(g)),
+            RCODES.iter().copied().zip(counts.rcodes),
         )?;
         counter(
             &mut enc,
             "cache_hits",
             "Queries answered from the cache",
-            g(&m.hits),
+            counts.hits,
         )?;
         counter(
             &mut enc,

@@ -8,6 +8,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use resolvd::config::{Config, TlsConfig};
 use resolvd::daemon::Daemon;
+use resolvd::handler::Transport;
 use resolvd::metrics::Metrics;
 use resolvd::resolve::forward::{ForwardConfig, ForwardTls};
 use std::net::SocketAddr;
@@ -275,7 +276,7 @@ async fn root_forward_zone_sends_everything_to_another_resolvd() {
     assert_eq!(addrs(&r), vec!["192.0.2.80"]);
     let r = ask(a_addr, "www.test.", RecordType::A).await;
     assert_eq!(addrs(&r), vec!["192.0.2.2"]);
-    let b_queries = b.handler().metrics.queries.load(Relaxed);
+    let b_queries = b.handler().metrics.query_counts().queries();
     assert_eq!(b_queries, 2, "B answered A's two questions");
     assert_eq!(a.handler().metrics.upstream_queries.load(Relaxed), 2);
 }
@@ -365,11 +366,11 @@ async fn forward_zone_over_tls_verifies_and_reuses_one_connection() {
     }
     let m = &server.handler().metrics;
     assert_eq!(
-        m.queries_dot.load(Relaxed),
+        m.query_counts().queries_over(Transport::Dot),
         6,
         "every question went over DoT"
     );
-    assert_eq!(m.queries_udp.load(Relaxed), 0);
+    assert_eq!(m.query_counts().queries_over(Transport::Udp), 0);
     assert_eq!(m.tls_handshakes.load(Relaxed), 1, "one connection, reused");
     assert!(sim.server("127.216.0.3").queries().is_empty());
 }
@@ -386,7 +387,11 @@ async fn forward_zone_over_tls_rejects_a_certificate_for_another_name() {
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     let m = &server.handler().metrics;
-    assert_eq!(m.queries_dot.load(Relaxed), 0, "no query crossed the link");
+    assert_eq!(
+        m.query_counts().queries_over(Transport::Dot),
+        0,
+        "no query crossed the link"
+    );
     assert_eq!(m.tls_handshakes.load(Relaxed), 0);
     assert!(sim.server("127.217.0.3").queries().is_empty());
 }

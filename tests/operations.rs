@@ -554,13 +554,7 @@ async fn a_persisted_cache_answers_after_restart_without_upstream_queries() {
         }
     }
     assert_eq!(sim.total_queries(), 0, "answered from the loaded cache");
-    assert_eq!(
-        d.handler()
-            .metrics
-            .hits
-            .load(std::sync::atomic::Ordering::Relaxed),
-        asked.len() as u64
-    );
+    assert_eq!(d.handler().metrics.query_counts().hits, asked.len() as u64);
     d.shutdown().await;
 }
 

@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use resolvd::config::{Config, Dur, TlsConfig};
 use resolvd::daemon::Daemon;
+use resolvd::handler::Transport;
 use resolvd::metrics::Metrics;
 use resolvd::resolve::{BoxFuture, Resolve};
 use resolvd::transport::dot_client::{DotClient, DotClientConfig, DotError};
@@ -231,7 +232,13 @@ async fn dot_query_is_answered_with_alpn_dot() {
     let m = Message::from_vec(&read_frame(&mut s).await).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(m.answers.len(), 1);
-    assert_eq!(d.handler().metrics.queries_dot.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        d.handler()
+            .metrics
+            .query_counts()
+            .queries_over(Transport::Dot),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -481,7 +488,13 @@ async fn doh_get_and_post_are_answered_over_http2_and_http1() {
         let r = doh(addr, &certs, h2, post("application/dns-message", q)).await;
         assert_dns_ok(&r);
     }
-    assert_eq!(d.handler().metrics.queries_doh.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        d.handler()
+            .metrics
+            .query_counts()
+            .queries_over(Transport::Doh),
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -164,6 +164,7 @@ impl Hot {
         let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
         let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
         let mut sender = mmsg::SendBatch::new(BATCH);
+        let mut local = self.handler.local();
         loop {
             let got = batch.recv_wait(fd);
             // Checked before answering: once stopped, nothing more is
@@ -183,6 +184,7 @@ impl Hot {
                 }
             };
             dests.clear();
+            local.now = std::time::Instant::now();
             for i in 0..n {
                 let Some((pkt, peer)) = batch.get(i) else {
                     continue;
@@ -190,7 +192,10 @@ impl Hot {
                 let Some(out) = replies.get_mut(dests.len()) else {
                     break;
                 };
-                match self.handler.answer_now(pkt, peer, Transport::Udp, out) {
+                match self
+                    .handler
+                    .answer_now_in(pkt, peer, Transport::Udp, out, Some(&mut local))
+                {
                     Step::Reply => dests.push(peer),
                     Step::Drop => {}
                     Step::Resolve => self.hand_over(pkt, peer),
