@@ -24,6 +24,8 @@
 #   tcp    dnsperf -m tcp over the hot names with -c 10 and -c 1000
 #   dot    dnsperf -m dot, the same, over TLS (self-signed certificate)
 #   doh    dnsperf -m doh (HTTP/2 GET /dns-query?dns=), the same
+# Then HOT_ROUNDS rounds of hot runs of the floor, resolvd and Unbound back
+# to back, all three up and warm (below).
 #
 # Then, when redis-server is installed (NO_L2=1 skips it), the shared
 # cache: a redis-server on 127.0.0.1:REDIS_PORT (CPU 1) and fresh resolvd
@@ -46,7 +48,7 @@
 # Environment: QUICK=1; RESOLVD_PORT (53531), UNBOUND_PORT (53532); their
 # DoT and DoH ports are PORT+10 and PORT+20; NO_TLS=1 skips dot and doh;
 # BENCH_DUR, BENCH_NAMES, BENCH_COLD override the phase length and counts;
-# PERF_PHASE=hot|cold|load records resolvd during that phase with
+# PERF_PHASE=hot|cold|load|l2-warm records resolvd during that phase with
 # `perf record -e cpu-clock -g` into PERF_OUT (/tmp/resolvd-PHASE.perf);
 # HOT_QPS (-Q for hot and TCP runs, default 1000000); KEEP=1 keeps the
 # temporary directory (configs, logs, raw dnsperf output); REDIS_PORT
@@ -56,6 +58,9 @@
 # SYSCALLS=1 also counts system calls per answered query for the floor,
 # resolvd and Unbound: `strace -c -f` attached over a rate-limited hot run
 # (SYS_QPS, default 50000, for SYS_DUR, default 5, seconds; needs strace).
+# HOT_ROUNDS (5; 3 with QUICK) rounds of floor, resolvd and Unbound hot
+# runs back to back at the end, with per-round ratios and their medians;
+# 0 skips them.
 # SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
 # both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
@@ -71,6 +76,7 @@ fi
 DUR=${BENCH_DUR:-$DUR} NAMES=${BENCH_NAMES:-$NAMES} COLD=${BENCH_COLD:-$COLD}
 HOT=1000
 HOT_QPS=${HOT_QPS:-1000000}
+HOT_ROUNDS=${HOT_ROUNDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 RESOLVD_PORT=${RESOLVD_PORT:-53531}
 UNBOUND_PORT=${UNBOUND_PORT:-53532}
 NET=127.77.0
@@ -324,6 +330,7 @@ profile_stop() {
 }
 
 declare -A R # results: R[resolver.metric]
+declare -A ROUND # hot rounds: ROUND[server.round] = CPU us/query
 
 # bench NAME PID PORT: the whole sequence against one running resolver.
 bench() {
@@ -498,7 +505,9 @@ bench_l2() {
 
   l2_instance l2b $((RESOLVD_PORT + 41))
   log "l2-warm: the same names through an empty L1, Redis filled"
+  profile_start resolvd l2-warm "$LPID"
   line=$(perf_run l2-warm "$LPID" -p $((RESOLVD_PORT + 41)) -d cold.txt -n 1 -l 120 -c 10)
+  profile_stop
   read -r sent answered lost qps lat ok cpu <<<"$line"
   L[warm_qps]=$qps L[warm_lat]=$(awk -v l="$lat" 'BEGIN { printf "%.0f", l * 1e6 }') L[warm_lost]=$lost
   L[warm_cpu]=$(cpu_us "$cpu" "$answered")
@@ -570,7 +579,7 @@ PIDS+=("$RPID")
 wait_dns 127.0.0.1 "$RESOLVD_PORT"
 bench resolvd "$RPID" "$RESOLVD_PORT"
 "$RESOLVD" control --socket "$WORK/resolvd.sock" stats >resolvd.stats 2>&1 || true
-stop "$RPID"
+# Still up, idle and warm, for the hot rounds after Unbound's run.
 
 # ---------------------------------------------------------------- Unbound
 cat >unbound.conf <<EOF
@@ -614,6 +623,53 @@ UPID=$!
 PIDS+=("$UPID")
 wait_dns 127.0.0.1 "$UNBOUND_PORT"
 bench unbound "$UPID" "$UNBOUND_PORT"
+
+# ------------------------------------------------------------ hot rounds
+# The hot figures above come from runs minutes apart, and this VM's speed
+# drifts between them by more than the differences being measured. Here
+# the three servers are all up and warm (resolvd and Unbound idle on CPU 0
+# while another is measured), and HOT_ROUNDS rounds each measure the floor,
+# resolvd and Unbound back to back, DUR seconds each: a round's ratios
+# compare like with like, and their medians are the figures to hold
+# against issue 14's targets.
+# COMPARE_BIN=PATH adds a second resolvd binary (another build, same
+# config on port RESOLVD_PORT+50) to every round, as column "other": an A/B
+# of two builds under the same conditions.
+ROUND_WHO="floor resolvd unbound"
+if [ "$HOT_ROUNDS" -gt 0 ] && [ -n "$CANNED" ]; then
+  taskset -c 0 "$CANNED" "127.0.0.1:$FLOOR_PORT" >canned2.log 2>&1 &
+  FPID=$!
+  PIDS+=("$FPID")
+  wait_dns 127.0.0.1 "$FLOOR_PORT"
+  if [ -n "${COMPARE_BIN:-}" ]; then
+    [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
+    sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
+      -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+    taskset -c 0 "$COMPARE_BIN" --config "$WORK/other.toml" --threads 1 >other.log 2>&1 &
+    OPID=$!
+    PIDS+=("$OPID")
+    wait_dns 127.0.0.1 $((RESOLVD_PORT + 50))
+    perf_run other-warm "$OPID" -p $((RESOLVD_PORT + 50)) -d hot.txt -n 1 -l 60 -c 10 >/dev/null
+    ROUND_WHO="floor resolvd other unbound"
+  fi
+  for r in $(seq 1 "$HOT_ROUNDS"); do
+    log "hot round $r of $HOT_ROUNDS: ${ROUND_WHO// /, }, ${DUR}s each"
+    for who in $ROUND_WHO; do
+      case $who in
+        floor) pid=$FPID port=$FLOOR_PORT ;;
+        resolvd) pid=$RPID port=$RESOLVD_PORT ;;
+        other) pid=$OPID port=$((RESOLVD_PORT + 50)) ;;
+        unbound) pid=$UPID port=$UNBOUND_PORT ;;
+      esac
+      line=$(perf_run "round$r-$who" "$pid" -p "$port" -d hot.txt -l "$DUR" -c 10 -Q "$HOT_QPS")
+      read -r sent answered lost qps lat ok cpu <<<"$line"
+      ROUND[$who.$r]=$(cpu_us "$cpu" "$answered")
+    done
+  done
+  stop "$FPID"
+  if [ -n "${OPID:-}" ]; then stop "$OPID"; fi
+fi
+stop "$RPID"
 stop "$UPID"
 fi
 
@@ -679,6 +735,26 @@ echo
 if [ -n "${R[floor.hot_qps]:-}" ]; then
   echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
   echo "UDP hot CPU/query: resolvd / floor = $(ratio "${R[resolvd.hot_cpu]}" "${R[floor.hot_cpu]}"), unbound / floor = $(ratio "${R[unbound.hot_cpu]}" "${R[floor.hot_cpu]}")"
+fi
+if [ -n "${ROUND[floor.1]:-}" ]; then
+  echo
+  echo "hot rounds: floor, resolvd, Unbound back to back, ${DUR}s each, all warm (UDP hot server CPU us/query)"
+  printf '%-8s %8s %8s %8s %14s %16s\n' round floor resolvd unbound resolvd/floor resolvd/unbound
+  rf=() ru=()
+  for r in $(seq 1 "$HOT_ROUNDS"); do
+    f=${ROUND[floor.$r]} d=${ROUND[resolvd.$r]} u=${ROUND[unbound.$r]}
+    rf+=("$(ratio "$d" "$f")") ru+=("$(ratio "$d" "$u")")
+    printf '%-8s %8s %8s %8s %14s %16s\n' "$r" "$f" "$d" "$u" "${rf[-1]}" "${ru[-1]}"
+  done
+  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+  printf '%-8s %8s %8s %8s %14s %16s\n' median "" "" "" "$(median "${rf[@]}")" "$(median "${ru[@]}")"
+  echo "targets (issue 14): resolvd / floor <= 1.1, resolvd / unbound <= 0.8"
+  if [ -n "${ROUND[other.1]:-}" ]; then
+    ro=()
+    for r in $(seq 1 "$HOT_ROUNDS"); do ro+=("$(ratio "${ROUND[other.$r]}" "${ROUND[resolvd.$r]}")"); done
+    echo "COMPARE_BIN $COMPARE_BIN, CPU us/query by round: ${ROUND[other.1]}$(for r in $(seq 2 "$HOT_ROUNDS"); do printf ', %s' "${ROUND[other.$r]}"; done)"
+    echo "other / resolvd by round: ${ro[*]}; median $(median "${ro[@]}")"
+  fi
 fi
 if [ -n "${R[resolvd.sys_q]:-}${R[floor.sys_q]:-}" ]; then
   echo "system calls per answered query (strace -c -f, hot, ${SYS_QPS:-50000} q/s for ${SYS_DUR:-5}s):"
