@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the cache-hit fast path: query parse, cache lookup,
-//! reply writing, and `Handler::answer_now` end to end.
+//! reply writing, and `Handler::answer_now` end to end (and
+//! `answer_now_in`, the UDP listener thread's path with its own state).
 //!
 //! Run with `cargo bench --bench hot_path`. Each bench measures for 2 s so
 //! the whole run takes well under a minute once built.
@@ -215,6 +216,38 @@ fn bench_answer_now(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % pkts.len();
             handler.answer_now(black_box(&pkts[i]), client, Transport::Udp, &mut out)
+        })
+    });
+    // As a UDP listener thread answers: its own counts, its front of the
+    // cache, one clock reading per batch (here per 32 queries).
+    let mut local = handler.local();
+    c.bench_function("answer_now_in_hit", |b| {
+        b.iter(|| {
+            handler.answer_now_in(
+                black_box(&pkt),
+                client,
+                Transport::Udp,
+                &mut out,
+                Some(&mut local),
+            )
+        })
+    });
+    let hot: Vec<&Vec<u8>> = pkts.iter().take(1000).collect();
+    let mut n = 0usize;
+    c.bench_function("answer_now_in_hit_1000_names", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(32) {
+                local.now = Instant::now();
+            }
+            let pkt = hot.get(n % hot.len()).map_or(&[][..], |p| &p[..]);
+            handler.answer_now_in(
+                black_box(pkt),
+                client,
+                Transport::Udp,
+                &mut out,
+                Some(&mut local),
+            )
         })
     });
 }

@@ -6,15 +6,12 @@ mod support;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use resolvd::config::{Config, TlsConfig};
-use resolvd::daemon::Daemon;
 use resolvd::handler::Transport;
-use resolvd::metrics::Metrics;
 use resolvd::resolve::forward::{ForwardConfig, ForwardTls};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use support::dot::{dot_server, Certs};
 use support::under_test::{config_for, root_zone, start};
 use support::*;
 
@@ -279,56 +276,6 @@ async fn root_forward_zone_sends_everything_to_another_resolvd() {
     let b_queries = b.handler().metrics.query_counts().queries();
     assert_eq!(b_queries, 2, "B answered A's two questions");
     assert_eq!(a.handler().metrics.upstream_queries.load(Relaxed), 2);
-}
-
-/// A CA and a certificate for `dns.test` signed by it, as PEM files.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn new() -> Certs {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "forward test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        let k = rcgen::KeyPair::generate().unwrap();
-        let p = rcgen::CertificateParams::new(vec!["dns.test".into()]).unwrap();
-        let c = p.signed_by(&k, &ca, &ca_key).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), c.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), k.serialize_pem()).unwrap();
-        Certs { dir }
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-}
-
-/// A resolvd serving DoT on 127.`n`.1.1 with the `dns.test` certificate,
-/// answering every question with 192.0.2.1 (the fixed stand-in resolver).
-async fn dot_server(certs: &Certs, n: u8) -> (Daemon, SocketAddr) {
-    let mut c: Config = fixed::config();
-    c.server.listen = vec![format!("127.{n}.1.1:0").parse().unwrap()];
-    c.server.tls_listen = vec![format!("127.{n}.1.1:0").parse().unwrap()];
-    c.tls = Some(TlsConfig {
-        cert: Some(certs.path("cert.pem")),
-        key: Some(certs.path("key.pem")),
-    });
-    let d = Daemon::start_with(
-        &c,
-        Arc::new(fixed::Fixed { n: 1, delay_ms: 0 }),
-        Arc::new(Metrics::default()),
-    )
-    .await
-    .expect("DoT server starts");
-    let dot = d.tls_addrs()[0];
-    (d, dot)
 }
 
 fn dot_forward(dot: SocketAddr, name: &str, ca: PathBuf) -> ForwardConfig {

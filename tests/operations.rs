@@ -1142,6 +1142,72 @@ async fn dnstap_resolver_messages_name_each_upstream_server() {
     assert!(!text.contains(" CQ "), "client messages are off:\n{text}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn dnstap_resolver_messages_cover_a_forward_zone_over_tls() {
+    use resolvd::resolve::forward::{ForwardConfig, ForwardTls};
+    use support::dot::{dot_server, Certs};
+    let sim = Sim::start(world_in("127.224.2")).await;
+    let certs = Certs::new();
+    let (_server, dot) = dot_server(&certs, 224).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dnstap.sock");
+    let file = dir.path().join("dot.fstrm");
+    let cap = fstrm_capture(&sock, &file);
+    let mut cfg = config_for(&sim);
+    cfg.forward = vec![ForwardConfig {
+        zone: "corp.test.".into(),
+        servers: vec![dot.to_string()],
+        recursion: true,
+        fallback: false,
+        tls: Some(ForwardTls {
+            name: "dns.test".into(),
+            ca: Some(certs.path("ca.pem")),
+        }),
+    }];
+    cfg.dnstap.socket = Some(sock.clone());
+    cfg.dnstap.client = false;
+    cfg.dnstap.resolver = true;
+    let (d, addr) = start(&cfg).await;
+    let m = d.handler().metrics.clone();
+    // Until the writer has connected, messages are dropped: ask fresh
+    // names until one is delivered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    while m.dnstap_sent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing delivered");
+        query_udp(addr, &format!("warm{i}.corp.test."), RecordType::A, 2000).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = ask(addr, "mail.corp.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    until_dnstap_settles(&m).await;
+    d.shutdown().await;
+    let text = stop_and_read(cap, &file);
+    let lines = |kind: &str| {
+        text.lines()
+            .filter(|l| l.contains(kind) && l.contains("mail.corp.test."))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (rq, rr) = (lines(" RQ "), lines(" RR "));
+    assert_eq!(rq.len(), 1, "the query to the DoT forwarder:\n{text}");
+    assert_eq!(rr.len(), 1, "and its reply:\n{text}");
+    let server = dot.ip().to_string();
+    // Logged as SocketProtocol DOT, which Debian's dnstap-ldns predates
+    // and prints as "?": anything but UDP or TCP.
+    assert!(
+        rq.iter()
+            .chain(&rr)
+            .all(|l| l.contains(&format!(" {server} ? "))),
+        "both name the DoT server {server}, not as UDP or TCP:\n{text}"
+    );
+    assert!(
+        sim.server("127.224.2.1").queries().is_empty(),
+        "the forward zone never reached the root"
+    );
+}
+
 #[test]
 fn sighup_applies_a_new_log_level() {
     use std::io::BufRead;

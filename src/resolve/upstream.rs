@@ -408,6 +408,8 @@ impl Upstream {
     ) -> Result<Reply, ExchangeError> {
         let started = Instant::now();
         let query = self.build(qname, qtype, true, false, None, rd);
+        let addr = client.server();
+        self.tap_query(&query.bytes, addr, Transport::Dot);
         let mut reply = match tokio::time::timeout(timeout, client.exchange(&query.bytes)).await {
             Err(_) | Ok(Err(crate::transport::dot_client::DotError::Timeout)) => {
                 return Err(ExchangeError::Timeout)
@@ -421,6 +423,7 @@ impl Upstream {
             Ok(Ok(r)) => r,
         };
         let msg = accept(&mut reply, &query).map_err(|_| ExchangeError::BadReply)?;
+        self.tap_reply(&msg, addr, Transport::Dot);
         Ok(Reply {
             msg,
             rtt: started.elapsed(),

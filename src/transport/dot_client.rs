@@ -153,6 +153,11 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, DotError> {
 }
 
 impl DotClient {
+    /// The server this client talks to.
+    pub fn server(&self) -> SocketAddr {
+        self.cfg.server
+    }
+
     /// Builds a client; connects lazily on the first exchange.
     pub fn new(cfg: DotClientConfig) -> Result<DotClient, DotError> {
         let roots = root_store(cfg.ca_file.as_deref())?;

@@ -17,6 +17,7 @@
 //! Everything binds and talks to 127.0.0.0/8 only; every wait has a timeout.
 #![allow(dead_code)]
 
+pub mod dot;
 pub mod fixed;
 mod server;
 pub mod under_test;
