@@ -138,8 +138,36 @@ pub async fn execute_async(handler: &Handler, line: &str) -> String {
     reply
 }
 
+/// The argument of `command PATH`: everything after the command and the
+/// blanks that follow it, up to the end of the line. None when the line is
+/// another command or has no path.
+fn path_argument<'a>(line: &'a str, command: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(command)?;
+    if !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    let path = rest.trim_start().trim_end_matches(['\r', '\n']);
+    (!path.is_empty()).then_some(path)
+}
+
 /// Runs one control command and returns its reply text.
 pub fn execute(handler: &Handler, line: &str) -> String {
+    // A path is the rest of the line, so one with spaces in it survives.
+    if let Some(path) = path_argument(line, "dump-cache") {
+        return match crate::persist::dump(&handler.cache, Path::new(path)) {
+            Ok(n) => format!("ok dumped {n} entries to {path}\n"),
+            Err(e) => format!("error: {e}\n"),
+        };
+    }
+    if let Some(path) = path_argument(line, "load-cache") {
+        return match crate::persist::load(&handler.cache, Path::new(path)) {
+            Ok(s) => format!(
+                "ok loaded {} entries from {path} ({} expired, {} unusable)\n",
+                s.loaded, s.expired, s.unusable
+            ),
+            Err(e) => format!("error: {e}\n"),
+        };
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["stats"] => handler.stats(),
@@ -161,17 +189,6 @@ pub fn execute(handler: &Handler, line: &str) -> String {
         },
         ["pools"] => pools(handler),
         ["servers"] => servers(handler),
-        ["dump-cache", path] => match crate::persist::dump(&handler.cache, Path::new(path)) {
-            Ok(n) => format!("ok dumped {n} entries to {path}\n"),
-            Err(e) => format!("error: {e}\n"),
-        },
-        ["load-cache", path] => match crate::persist::load(&handler.cache, Path::new(path)) {
-            Ok(s) => format!(
-                "ok loaded {} entries from {path} ({} expired, {} unusable)\n",
-                s.loaded, s.expired, s.unusable
-            ),
-            Err(e) => format!("error: {e}\n"),
-        },
         _ => format!(
             "error: unknown command {line:?} (try: reload, trace NAME [TYPE], stats, flush, flush NAME, flush NAME subtree, \
              dump-cache FILE, load-cache FILE, pools, servers)\n"
@@ -270,4 +287,24 @@ fn servers(handler: &Handler) -> String {
         ]);
     }
     table(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_argument;
+
+    #[test]
+    fn a_path_argument_is_the_rest_of_the_line() {
+        assert_eq!(
+            path_argument("dump-cache /var/lib/my cache.bin\n", "dump-cache"),
+            Some("/var/lib/my cache.bin")
+        );
+        assert_eq!(
+            path_argument("load-cache  /x\r\n", "load-cache"),
+            Some("/x")
+        );
+        assert_eq!(path_argument("dump-cache\n", "dump-cache"), None);
+        assert_eq!(path_argument("dump-cachex /a", "dump-cache"), None);
+        assert_eq!(path_argument("stats", "dump-cache"), None);
+    }
 }

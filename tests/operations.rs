@@ -567,7 +567,8 @@ async fn dump_and_load_cache_commands_skip_expired_and_reject_corrupt_files() {
     let (d, addr) = start(&cfg).await;
     ask(addr, "www.example.test.", RecordType::A).await;
     ask(addr, "short.example.test.", RecordType::A).await;
-    let file = dir.path().join("dump.bin");
+    // A space in the path: the control protocol keeps it whole.
+    let file = dir.path().join("cache dump.bin");
     let reply = execute(d.handler(), &format!("dump-cache {}", file.display()));
     assert!(reply.starts_with("ok dumped"), "{reply}");
     d.shutdown().await;
