@@ -1,8 +1,9 @@
 //! The floor for a UDP cache hit: a responder that does no DNS work. It
 //! answers every query with the same A record, reading up to 32 queries
 //! per blocking `recvmmsg` and sending the replies with one `sendmmsg`,
-//! on one socket and one thread. What resolvd costs above this is what its
-//! cache hit costs beyond the kernel's loopback path (issue 14).
+//! on one socket and one thread, with DF set as resolvd sets it. What
+//! resolvd costs above this is what its cache hit costs beyond the
+//! kernel's loopback path (issue 14).
 //!
 //!     cargo build --release --example canned_responder
 //!     target/release/examples/canned_responder 127.0.0.1:53540
@@ -24,6 +25,25 @@ fn main() {
         .unwrap_or_else(|| "127.0.0.1:53540".into());
     let sock = UdpSocket::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let fd = sock.as_raw_fd();
+    // The same DF setting as resolvd's UDP sockets (src/listener/udp.rs),
+    // so the floor's kernel path is the one resolvd's replies take.
+    let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: `probe` outlives the call and its size is what is passed.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&probe as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        set,
+        0,
+        "IP_MTU_DISCOVER: {}",
+        std::io::Error::last_os_error()
+    );
     let mut bufs = vec![[0u8; BUF + ANSWER.len()]; BATCH];
     // SAFETY (all zeroed structs): valid initial values for these C types.
     let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
