@@ -60,7 +60,7 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     sock.set_reuse_port(true).map_err(err)?;
     if addr.is_ipv4() {
         // Replies leave with DF set and are never fragmented (DNS Flag
-        // Day 2020; BIND does the same): they are held to the client's
+        // Day 2020's aim): they are held to the client's
         // EDNS size and `udp_payload_size` (1232 by default), so they fit
         // any interface, and a reply a router could not pass is better
         // lost (the client retries or asks over TCP) than split into
