@@ -1,7 +1,7 @@
-//! The operations sections of the configuration: `[metrics]` (Prometheus
-//! endpoint), `[dnstap]` (query log socket) and the `[log] format` choice.
-//! Kept apart from the resolver's sections so they can grow without
-//! touching them.
+//! The operations sections of the configuration: `[log]` (level and
+//! format), `[control]` (the local control socket), `[metrics]`
+//! (Prometheus endpoint) and `[dnstap]` (query log socket). Kept apart
+//! from the resolver's sections so they can grow without touching them.
 
 use super::Dur;
 use serde::{Deserialize, Deserializer};
@@ -51,6 +51,25 @@ impl Default for DnstapConfig {
     }
 }
 
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter: error, warn, info, debug, trace or a directive list.
+    pub level: String,
+    /// `text` or `json` lines on stderr.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
 /// `[log] format`
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -60,6 +79,25 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket for `resolvd control`; created mode 0600.
+    pub socket: PathBuf,
+    /// Set false to run without a control socket.
+    pub enabled: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from("/run/resolvd/control.sock"),
+            enabled: true,
+        }
+    }
 }
 
 /// An address, or `""` for none.
