@@ -35,6 +35,8 @@ pub(super) fn shareable(e: &WireAnswer) -> bool {
         && e.security != Security::Bogus
 }
 
+/// Wall-clock milliseconds since the Unix epoch: entries carry absolute
+/// times, since instances share them and `Instant`s are per process.
 pub(super) fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -78,7 +80,8 @@ pub(super) enum Decoded {
 
 /// Checks and rebuilds a value for cache key `key` at `now_unix` (ms).
 pub(super) fn decode(v: &[u8], key: &[u8], now_unix: u64, trust_validation: bool) -> Decoded {
-    let (Some(head), Some(rest)) = (v.get(..HEADER), v.get(HEADER..)) else {
+    // A fixed-size header: every index below is checked at compile time.
+    let (Some(head), Some(rest)) = (v.first_chunk::<HEADER>(), v.get(HEADER..)) else {
         return Decoded::Bad;
     };
     let rcode = u16::from(head[3]);
