@@ -347,6 +347,21 @@ fn stop_and_read(p: Process, file: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The writer connects within its reconnect interval and drops messages
+/// until then: asks fresh names under `zone` (up to 5 s) until one of its
+/// messages has been delivered.
+async fn until_dnstap_delivers(m: &resolvd::metrics::Metrics, addr: SocketAddr, zone: &str) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    while m.dnstap_sent.load(Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing delivered");
+        query_udp(addr, &format!("warm{i}.{zone}"), RecordType::A, 2000).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (up to 3 s) until the dnstap writer's sent count has not moved for
 /// 100 ms, then 100 ms more for the reader to take in what was written.
 async fn until_dnstap_settles(m: &resolvd::metrics::Metrics) {
@@ -1102,17 +1117,7 @@ async fn dnstap_resolver_messages_name_each_upstream_server() {
     cfg.dnstap.client = false;
     cfg.dnstap.resolver = true;
     let (d, addr) = start(&cfg).await;
-    let m = d.handler().metrics.clone();
-    // The writer connects within its reconnect interval; until then
-    // messages are dropped, so wait for the first delivery.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut i = 0;
-    while m.dnstap_sent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "nothing delivered");
-        query_udp(addr, &format!("warm{i}.example.test."), RecordType::A, 2000).await;
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_dnstap_delivers(&d.handler().metrics, addr, "example.test.").await;
     sim.clear_queries();
     let r = ask(addr, "mail.example.test.", RecordType::A).await;
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
@@ -1170,16 +1175,7 @@ async fn dnstap_resolver_messages_cover_a_forward_zone_over_tls() {
     cfg.dnstap.resolver = true;
     let (d, addr) = start(&cfg).await;
     let m = d.handler().metrics.clone();
-    // Until the writer has connected, messages are dropped: ask fresh
-    // names until one is delivered.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut i = 0;
-    while m.dnstap_sent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "nothing delivered");
-        query_udp(addr, &format!("warm{i}.corp.test."), RecordType::A, 2000).await;
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_dnstap_delivers(&m, addr, "corp.test.").await;
     let r = ask(addr, "mail.corp.test.", RecordType::A).await;
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     until_dnstap_settles(&m).await;
