@@ -61,8 +61,8 @@ pub struct AnswerCache {
 /// of slots, enough for the names a busy resolver's clients repeat most.
 const FRONT_SETS_MAX: usize = 8192;
 /// One set per this many bytes of `max_size`, so a small cache gets a
-/// small front (the entries a front keeps alive are memory beyond
-/// `max_size`: at most 1/64 of it in sets, times the entry size).
+/// small front: the entries a front keeps alive beyond `max_size` are at
+/// most two per 64 KiB of it (about 3% of it for 1 KiB answers).
 const FRONT_BYTES_PER_SET: u64 = 64 * 1024;
 
 /// One listener thread's own small copy of the entries it hit last, in

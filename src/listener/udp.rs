@@ -60,10 +60,10 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     sock.set_reuse_port(true).map_err(err)?;
     if addr.is_ipv4() {
         // Replies leave with DF set and are never fragmented (DNS Flag
-        // Day 2020's aim): they are held to the client's
-        // EDNS size and `udp_payload_size` (1232 by default), so they fit
-        // any interface, and a reply a router could not pass is better
-        // lost (the client retries or asks over TCP) than split into
+        // Day 2020's aim): they are held to the client's EDNS size and
+        // `udp_payload_size` (1232 by default), so they fit any
+        // interface, and a reply a router could not pass is better lost
+        // (the client retries or asks over TCP) than split into
         // fragments that can be spoofed. PROBE, not DO: the path MTU is
         // ignored, so a forged ICMP "fragmentation needed" cannot shrink
         // what we send. A side effect the hot path feels: a DF datagram
@@ -285,9 +285,10 @@ async fn send_reply(sock: &UdpSocket, out: &[u8], peer: SocketAddr) {
     }
 }
 
-/// `recvmmsg(2)` / `sendmmsg(2)` over preallocated buffers. The only unsafe
-/// code in resolvd: raw pointers into buffers this struct owns, handed to
-/// the kernel for the duration of one call.
+/// `recvmmsg(2)` / `sendmmsg(2)` over preallocated buffers, and the one
+/// socket option socket2 has no call for (`IP_MTU_DISCOVER`). The only
+/// unsafe code in resolvd: raw pointers into buffers this module owns,
+/// handed to the kernel for the duration of one call.
 mod mmsg {
     use socket2::SockAddr;
     use std::io;
