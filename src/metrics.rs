@@ -15,8 +15,10 @@ use std::time::Duration;
 /// Latency buckets: bucket i holds latencies below 2^i microseconds.
 const BUCKETS: usize = 32;
 
-/// The counts every query touches, one shard of them.
+/// The counts every query touches, one shard of them. Cache-line aligned,
+/// so a thread's shard shares no line with another thread's data.
 #[derive(Default)]
+#[repr(align(64))]
 pub struct QueryCounts {
     /// Whether one thread alone writes this shard, so an add may be a
     /// plain load and store instead of a locked read-modify-write.
