@@ -810,9 +810,10 @@ impl Handler {
     }
 }
 
-/// Cuts a reply down to header and question with TC=1 (RRL's "slip"): a
-/// real client retries over TCP, a reflection target gets a tiny packet.
-fn truncate_reply(out: &mut Vec<u8>) {
+/// Cuts a reply down to header and question with TC=1 (RRL's "slip", and
+/// a UDP reply too big for the interface): a real client retries over
+/// TCP, a reflection target gets a tiny packet.
+pub fn truncate_reply(out: &mut Vec<u8>) {
     let mut c = crate::wire::Cursor::at(out, 12);
     let end = crate::wire::skip_name(&mut c)
         .and_then(|_| c.bytes(4))

@@ -871,6 +871,84 @@ impl Drop for Netns {
     }
 }
 
+/// A UDP reply larger than the interface allows (replies carry DF, so the
+/// kernel will not fragment it) goes out as TC=1, and the client gets the
+/// whole answer over TCP; without that it would get nothing.
+#[test]
+fn a_udp_reply_too_big_for_the_interface_goes_out_truncated() {
+    let ip = tool("ip", "iproute2");
+    let netns = Netns::create(); // dropped last: after resolvd inside it
+    let ns = Ns(Some(netns.name.clone()));
+    let out = run_bounded(
+        {
+            let mut c = Command::new(&ip);
+            c.args(["-n", &netns.name, "link", "set", "lo", "mtu", "1280"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Eight 200-byte strings: a reply of about 1,700 bytes.
+    let strings: Vec<String> = (0..8)
+        .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(200)))
+        .collect();
+    fs::write(
+        dir.path().join("big.test.zone"),
+        format!(
+            "$ORIGIN big.test.\n$TTL 60\n@ SOA ns hostmaster 1 3600 600 86400 60\n\
+             @ NS ns\nns A 127.0.0.1\ntxt TXT {}\n",
+            strings.join(" ")
+        ),
+    )
+    .expect("zone file");
+    let conf = dir.path().join("resolvd.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:53\"]\nthreads = 1\nudp_payload_size = 4096\n\
+             shutdown_grace = \"100ms\"\n[dnssec]\nvalidation = false\n\
+             [control]\nsocket = \"{}\"\n[log]\nlevel = \"info\"\n\
+             [[zone]]\norigin = \"big.test.\"\nfile = \"{}\"\n",
+            dir.path().join("control.sock").display(),
+            dir.path().join("big.test.zone").display()
+        ),
+    )
+    .expect("resolvd.toml");
+    let mut procs = Procs::default();
+    let mut cmd = ns.command(Path::new(env!("CARGO_BIN_EXE_resolvd")));
+    cmd.arg("--config").arg(&conf).env_remove("RUST_LOG");
+    let i = procs.spawn("resolvd", cmd, &dir.path().join("resolvd.log"));
+    procs.wait_for_log(i, "listening on");
+
+    // +ignore: dig reports the truncated reply instead of retrying.
+    let udp = dig(
+        &ns,
+        "127.0.0.1",
+        53,
+        "txt.big.test",
+        "TXT",
+        &["+bufsize=4096", "+ignore"],
+    );
+    assert!(
+        udp.flags.iter().any(|f| f == "tc") && udp.answer.is_empty(),
+        "a TC=1 reply with no answer over UDP:\n{}",
+        udp.text
+    );
+    let tcp = dig(&ns, "127.0.0.1", 53, "txt.big.test", "TXT", &["+tcp"]);
+    assert_eq!(tcp.answer.len(), 1, "the whole TXT over TCP:\n{}", tcp.text);
+    assert!(
+        tcp.answer[0].rdata.contains(&"h".repeat(200)),
+        "{}",
+        tcp.text
+    );
+    drop(procs);
+}
+
 #[test]
 fn glibc_getent_resolves_through_resolvd_in_netns() {
     let getent = tool("getent", "libc-bin");

@@ -25,7 +25,7 @@
 //! the misses still in flight have let go of it.
 
 use super::BindError;
-use crate::handler::{Handler, Step, Transport};
+use crate::handler::{truncate_reply, Handler, Step, Transport};
 use crate::metrics::Metrics;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io::ErrorKind;
@@ -214,10 +214,11 @@ impl Hot {
                     Step::Resolve => self.hand_over(pkt, peer),
                 }
             }
+            let sent = dests.len();
             send_all(
                 &mut sender,
                 fd,
-                replies.get(..dests.len()).unwrap_or(&[]),
+                replies.get_mut(..sent).unwrap_or(&mut []),
                 &dests,
             );
         }
@@ -243,7 +244,7 @@ impl Hot {
                     .answer_resolved(&pkt, peer, Transport::Udp, &mut out)
                     .await;
                 if !out.is_empty() {
-                    send_reply(&sock, &out, peer).await;
+                    send_reply(&sock, &mut out, peer).await;
                 }
             },
             &self.rt,
@@ -251,12 +252,15 @@ impl Hot {
     }
 }
 
-/// Sends every reply, a `sendmmsg` at a time. A datagram the kernel refuses
-/// (no route to the client) is dropped and the rest still go; when the
-/// buffer is still full after `WAKE`, the rest of the batch is dropped
-/// too, rather than waiting WAKE for each.
-fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &[Vec<u8>], dests: &[SocketAddr]) {
+/// Sends every reply, a `sendmmsg` at a time. A reply too big for the
+/// interface (DF is set, see [`bind`]) goes again cut down to TC=1, so the
+/// client asks over TCP instead of waiting out a timeout. A datagram the
+/// kernel refuses otherwise (no route to the client) is dropped and the
+/// rest still go; when the buffer is still full after `WAKE`, the rest of
+/// the batch is dropped too, rather than waiting WAKE for each.
+fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &mut [Vec<u8>], dests: &[SocketAddr]) {
     let mut done = 0;
+    let mut truncated = None;
     while let (Some(r), Some(d)) = (replies.get(done..), dests.get(done..)) {
         if r.is_empty() || d.is_empty() {
             return;
@@ -265,20 +269,38 @@ fn send_all(sender: &mut mmsg::SendBatch, fd: i32, replies: &[Vec<u8>], dests: &
             Ok(k) if k > 0 => done += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if too_big(&e) && truncated != Some(done) => {
+                if let Some(reply) = replies.get_mut(done) {
+                    truncate_reply(reply);
+                }
+                truncated = Some(done);
+            }
             _ => done += 1,
         }
     }
 }
 
+/// EMSGSIZE: the datagram is larger than the interface MTU allows.
+fn too_big(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EMSGSIZE)
+}
+
 /// Sends a resolved reply from a runtime task. The socket is blocking (it
 /// belongs to the listener thread), so the send is `MSG_DONTWAIT` and a
 /// full buffer is retried after a sleep rather than blocking a worker.
-async fn send_reply(sock: &UdpSocket, out: &[u8], peer: SocketAddr) {
+/// As in [`send_all`], a reply too big for the interface goes again as
+/// TC=1.
+async fn send_reply(sock: &UdpSocket, out: &mut Vec<u8>, peer: SocketAddr) {
     let to = SockAddr::from(peer);
+    let mut truncated = false;
     for _ in 0..SEND_TRIES {
         match SockRef::from(sock).send_to_with_flags(out, &to, libc::MSG_DONTWAIT) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Err(e) if too_big(&e) && !truncated => {
+                truncate_reply(out);
+                truncated = true;
             }
             _ => return,
         }
