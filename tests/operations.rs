@@ -200,6 +200,55 @@ impl Process {
     }
 }
 
+/// Starts the resolvd binary on `config` with `envs` set, its stderr read
+/// line by line into the returned channel (by a thread of its own, so a
+/// wait on the channel can time out).
+fn spawn_resolvd(
+    config: &std::path::Path,
+    envs: &[(&str, &std::path::Path)],
+) -> (Process, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut p = Process(cmd.spawn().expect("spawn resolvd"));
+    let stderr = p.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (p, rx)
+}
+
+/// Lines from `rx` up to and including the first containing `needle`;
+/// stops early when `wait` passes with no line. Whether it was seen.
+fn lines_until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    wait: Duration,
+) -> (Vec<String>, bool) {
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(wait) {
+        let done = l.contains(needle);
+        lines.push(l);
+        if done {
+            return (lines, true);
+        }
+    }
+    (lines, false)
+}
+
 /// A UDP port free at the time of asking on `ip`.
 fn free_port(ip: &str) -> u16 {
     std::net::UdpSocket::bind((ip, 0))
@@ -460,39 +509,13 @@ async fn dnstap_reaches_fstrm_capture_and_survives_a_reader_restart() {
 /// Runs resolvd with `config` until it logs its startup summary; returns
 /// the lines logged up to and including it.
 fn startup_lines(config: &str) -> Vec<String> {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("resolvd.toml");
     std::fs::write(&path, config).unwrap();
-    let mut p = Process(
-        std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn resolvd"),
-    );
-    let stderr = p.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
-        let done = l.contains("resolvd started");
-        lines.push(l);
-        if done {
-            return lines;
-        }
-    }
-    panic!("no startup summary; stderr: {lines:?}");
+    let (_p, rx) = spawn_resolvd(&path, &[]);
+    let (lines, started) = lines_until(&rx, "resolvd started", Duration::from_secs(10));
+    assert!(started, "no startup summary; stderr: {lines:?}");
+    lines
 }
 
 #[test]
@@ -1207,7 +1230,6 @@ async fn dnstap_resolver_messages_cover_a_forward_zone_over_tls() {
 
 #[test]
 fn sighup_applies_a_new_log_level() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port("127.203.0.3");
     let path = dir.path().join("resolvd.toml");
@@ -1223,40 +1245,14 @@ fn sighup_applies_a_new_log_level() {
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut p = Process(
-        std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .env("NOTIFY_SOCKET", dir.path().join("notify.sock"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn resolvd"),
-    );
-    let stderr = p.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let notify_path = dir.path().join("notify.sock");
+    let (p, rx) = spawn_resolvd(&path, &[("NOTIFY_SOCKET", &notify_path)]);
     assert!(next_notification(&notify).contains("READY=1"));
     std::fs::write(&path, text("info")).unwrap();
     p.signal(libc::SIGHUP);
     assert!(next_notification(&notify).contains("RELOADING=1"));
     assert!(next_notification(&notify).contains("READY=1"));
-    let mut seen = Vec::new();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
-        let done = l.contains("reloaded");
-        seen.push(l);
-        if done {
-            break;
-        }
-    }
+    let (seen, _) = lines_until(&rx, "reloaded", Duration::from_secs(5));
     assert!(
         !seen.iter().any(|l| l.contains("resolvd started")),
         "info was off before the reload: {seen:?}"
