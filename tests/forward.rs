@@ -6,6 +6,7 @@ mod support;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use resolvd::daemon::Daemon;
 use resolvd::handler::Transport;
 use resolvd::resolve::forward::{ForwardConfig, ForwardTls};
 use std::net::SocketAddr;
@@ -177,21 +178,29 @@ async fn stub_zone_asks_with_rd0_and_follows_referrals_below_it() {
     assert_eq!(addrs(&www), vec!["10.0.0.1"]);
 }
 
-#[tokio::test]
-async fn fallback_resolves_from_the_root_when_every_forwarder_fails() {
-    let sim = Sim::start(world(212)).await;
-    sim.server("127.212.0.4").set_faults(Faults {
+/// The world on 127.`n`, with corp.test.'s only forwarder (.4) silent,
+/// and resolvd forwarding corp.test. to it with `fallback` as given.
+async fn with_a_silent_forwarder(n: u8, fallback: bool) -> (Sim, Daemon, SocketAddr) {
+    let sim = Sim::start(world(n)).await;
+    let forwarder = format!("127.{n}.0.4");
+    sim.server(&forwarder).set_faults(Faults {
         silent: true,
         ..Faults::default()
     });
     let mut cfg = config_for(&sim);
     cfg.forward = vec![forward(
         "corp.test.",
-        &[server(&sim, "127.212.0.4")],
+        &[server(&sim, &forwarder)],
         true,
-        true,
+        fallback,
     )];
-    let (_d, addr) = start(&cfg).await;
+    let (d, addr) = start(&cfg).await;
+    (sim, d, addr)
+}
+
+#[tokio::test]
+async fn fallback_resolves_from_the_root_when_every_forwarder_fails() {
+    let (sim, _d, addr) = with_a_silent_forwarder(212, true).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
@@ -202,19 +211,7 @@ async fn fallback_resolves_from_the_root_when_every_forwarder_fails() {
 
 #[tokio::test]
 async fn without_fallback_a_failed_forward_zone_is_servfail() {
-    let sim = Sim::start(world(213)).await;
-    sim.server("127.213.0.4").set_faults(Faults {
-        silent: true,
-        ..Faults::default()
-    });
-    let mut cfg = config_for(&sim);
-    cfg.forward = vec![forward(
-        "corp.test.",
-        &[server(&sim, "127.213.0.4")],
-        true,
-        false,
-    )];
-    let (_d, addr) = start(&cfg).await;
+    let (sim, _d, addr) = with_a_silent_forwarder(213, false).await;
 
     let r = ask(addr, "www.corp.test.", RecordType::A).await;
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
