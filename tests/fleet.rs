@@ -581,21 +581,9 @@ async fn rediss_with_a_private_ca_is_shared_and_a_wrong_ca_is_refused() {
     // A CA, a server certificate for the Redis address, and a second CA
     // that signed nothing.
     let pki = tempfile::tempdir().unwrap();
-    let ca_for = |cn: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        let cert = p.self_signed(&key).unwrap();
-        (cert, key)
-    };
-    let (ca, ca_key) = ca_for("fleet test CA");
-    let (other_ca, _) = ca_for("another CA");
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec![REDIS_IP.to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let (ca, ca_key) = pki::ca("fleet test CA");
+    let (other_ca, _) = pki::ca("another CA");
+    let (leaf, leaf_key) = pki::leaf(&[REDIS_IP], &ca, &ca_key);
     let file = |name: &str, text: String| {
         let p = pki.path().join(name);
         std::fs::write(&p, text).unwrap();

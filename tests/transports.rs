@@ -70,13 +70,7 @@ struct Certs {
 impl Certs {
     fn new() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "resolvd test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let (ca, ca_key) = support::pki::ca("resolvd test CA");
         let certs = Certs {
             ca_pem: ca.pem(),
             dir,
@@ -95,10 +89,7 @@ impl Certs {
         ca: &rcgen::Certificate,
         ca_key: &rcgen::KeyPair,
     ) -> Vec<u8> {
-        let k = rcgen::KeyPair::generate().unwrap();
-        let p =
-            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let c = p.signed_by(&k, ca, ca_key).unwrap();
+        let (c, k) = support::pki::leaf(&["localhost", "127.0.0.1"], ca, ca_key);
         std::fs::write(self.dir.path().join(cert), c.pem()).unwrap();
         std::fs::write(self.dir.path().join(key), k.serialize_pem()).unwrap();
         c.der().to_vec()
@@ -373,10 +364,7 @@ async fn reload_installs_a_renewed_certificate_for_new_connections() {
     let old = tls_connect(d.tls_addrs()[0], client.clone()).await;
     let old_der = old.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     // Renewal: a new leaf from the same CA, written over the old files.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca2 = ca_params.self_signed(&ca_key).unwrap();
+    let (ca2, ca_key) = support::pki::ca("renewal CA");
     let new_der = certs.issue("cert.pem", "key.pem", &ca2, &ca_key);
     std::fs::write(certs.ca(), ca2.pem()).unwrap();
     d.reload(&c).unwrap();

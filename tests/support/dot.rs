@@ -18,17 +18,9 @@ pub struct Certs {
 impl Certs {
     pub fn new() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "forward test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let (ca, ca_key) = super::pki::ca("forward test CA");
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        let k = rcgen::KeyPair::generate().unwrap();
-        let p = rcgen::CertificateParams::new(vec!["dns.test".into()]).unwrap();
-        let c = p.signed_by(&k, &ca, &ca_key).unwrap();
+        let (c, k) = super::pki::leaf(&["dns.test"], &ca, &ca_key);
         std::fs::write(dir.path().join("cert.pem"), c.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), k.serialize_pem()).unwrap();
         Certs { dir }

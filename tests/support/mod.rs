@@ -19,6 +19,7 @@
 
 pub mod dot;
 pub mod fixed;
+pub mod pki;
 mod server;
 pub mod under_test;
 mod zone;
