@@ -60,7 +60,10 @@
 # (SYS_QPS, default 50000, for SYS_DUR, default 5, seconds; needs strace).
 # HOT_ROUNDS (5; 3 with QUICK) rounds of floor, resolvd and Unbound hot
 # runs back to back at the end, with per-round ratios and their medians;
-# 0 skips them.
+# 0 skips them. COLD_ROUNDS (5; 3 with QUICK) does the same for the cold
+# phase, each server started afresh for each round; COLD_ONLY=1 runs only
+# the cold rounds (with COMPARE_BIN: an A/B of the cold path, ~1 min a
+# round in full mode).
 # SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
 # both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
@@ -77,6 +80,8 @@ DUR=${BENCH_DUR:-$DUR} NAMES=${BENCH_NAMES:-$NAMES} COLD=${BENCH_COLD:-$COLD}
 HOT=1000
 HOT_QPS=${HOT_QPS:-1000000}
 HOT_ROUNDS=${HOT_ROUNDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+COLD_ROUNDS=${COLD_ROUNDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+if [ "${COLD_ONLY:-0}" = 1 ]; then HOT_ROUNDS=0 NO_L2=1; fi
 RESOLVD_PORT=${RESOLVD_PORT:-53531}
 UNBOUND_PORT=${UNBOUND_PORT:-53532}
 NET=127.77.0
@@ -331,10 +336,12 @@ profile_stop() {
 
 declare -A R # results: R[resolver.metric]
 declare -A ROUND # hot rounds: ROUND[server.round] = CPU us/query
+declare -A CROUND # cold rounds: CROUND[server.round] = CPU us/query, CROUND[server.qps.round] = q/s
 
 # bench NAME PID PORT: the whole sequence against one running resolver.
 bench() {
   local name=$1 pid=$2 port=$3 line sent answered lost qps lat ok cpu rss0 rss1 cached=0
+  [ "${COLD_ONLY:-0}" = 1 ] && return 0
   sleep 0.5
   rss0=$(rss_kb "$pid")
   log "$name: warm $HOT names"
@@ -526,7 +533,7 @@ bench_l2() {
 }
 
 # (Skipped with RESOLVD_BIN, which builds nothing.)
-if [ "${L2_ONLY:-0}" != 1 ] && [ -n "$CANNED" ]; then
+if [ "${L2_ONLY:-0}" != 1 ] && [ "${COLD_ONLY:-0}" != 1 ] && [ -n "$CANNED" ]; then
 # ---------------------------------------------------------------- floor
 # The canned responder (benches/canned_responder.rs): what a UDP answer
 # costs with no DNS work at all, on the same CPU and the same dnsperf run.
@@ -671,6 +678,42 @@ if [ "$HOT_ROUNDS" -gt 0 ] && [ -n "$CANNED" ]; then
 fi
 stop "$RPID"
 stop "$UPID"
+
+# ----------------------------------------------------------- cold rounds
+# Like the hot rounds, for the cold path: each round starts a fresh
+# resolvd (and COMPARE_BIN's build) and a fresh Unbound one after another,
+# primes each with one hot name (so the root, test. and bench.test.
+# delegations are known, as in the single cold phase above), then sends it
+# the COLD names once. Every round resolves the same names, each from an
+# empty cache, back to back with the other servers.
+if [ "$COLD_ROUNDS" -gt 0 ]; then
+  COLD_WHO="resolvd unbound"
+  if [ -n "${COMPARE_BIN:-}" ]; then
+    [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
+    [ -f other.toml ] || sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
+      -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+    COLD_WHO="resolvd other unbound"
+  fi
+  for r in $(seq 1 "$COLD_ROUNDS"); do
+    log "cold round $r of $COLD_ROUNDS: ${COLD_WHO// /, }, $COLD names each from a fresh start"
+    for who in $COLD_WHO; do
+      case $who in
+        resolvd) taskset -c 0 "$RESOLVD" --config "$WORK/resolvd.toml" --threads 1 >"cold$r-$who.log" 2>&1 & port=$RESOLVD_PORT ;;
+        other) taskset -c 0 "$COMPARE_BIN" --config "$WORK/other.toml" --threads 1 >"cold$r-$who.log" 2>&1 & port=$((RESOLVD_PORT + 50)) ;;
+        unbound) taskset -c 0 "$UNBOUND" -d -c "$WORK/unbound.conf" >"cold$r-$who.log" 2>&1 & port=$UNBOUND_PORT ;;
+      esac
+      pid=$!
+      PIDS+=("$pid")
+      wait_dns 127.0.0.1 "$port"
+      dig @127.0.0.1 -p "$port" +tries=1 +time=2 h0.bench.test A >/dev/null || die "$who: no answer for h0.bench.test"
+      sleep 0.3
+      line=$(perf_run "cold$r-$who" "$pid" -p "$port" -d cold.txt -n 1 -l 120 -c 10)
+      read -r sent answered lost qps lat ok cpu <<<"$line"
+      CROUND[$who.$r]=$(cpu_us "$cpu" "$answered") CROUND[$who.qps.$r]=$qps
+      stop "$pid"
+    done
+  done
+fi
 fi
 
 [ "${NO_L2:-0}" = 1 ] || bench_l2
@@ -696,6 +739,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a ~ /^[0-9.]+$/) pri
 row() { # LABEL KEY
   printf '%-34s %12s %12s %10s\n' "$1" "${R[resolvd.$2]}" "${R[unbound.$2]}" "$(ratio "${R[resolvd.$2]}" "${R[unbound.$2]}")"
 }
+if [ "${COLD_ONLY:-0}" != 1 ]; then
 echo
 echo "resolvd vs Unbound $("$UNBOUND" -V | awk 'NR == 1 { print $2 }'): 1 worker thread each on CPU 0, dnsperf on CPU 1"
 echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), ${DUR}s timed runs, $NAMES names ($HOT hot, $COLD cold)$([ "$SIGNED" = 1 ] && echo ', signed zones, both validating')"
@@ -731,6 +775,7 @@ if [ "${NO_TLS:-0}" != 1 ]; then
     done
   done
 fi
+fi
 echo
 if [ -n "${R[floor.hot_qps]:-}" ]; then
   echo "floor (canned responder, no DNS work): UDP hot ${R[floor.hot_qps]} q/s, ${R[floor.hot_cpu]} us CPU/query, ${R[floor.hot_lost]} lost"
@@ -754,6 +799,25 @@ if [ -n "${ROUND[floor.1]:-}" ]; then
     for r in $(seq 1 "$HOT_ROUNDS"); do ro+=("$(ratio "${ROUND[other.$r]}" "${ROUND[resolvd.$r]}")"); done
     echo "COMPARE_BIN $COMPARE_BIN, CPU us/query by round: ${ROUND[other.1]}$(for r in $(seq 2 "$HOT_ROUNDS"); do printf ', %s' "${ROUND[other.$r]}"; done)"
     echo "other / resolvd by round: ${ro[*]}; median $(median "${ro[@]}")"
+  fi
+fi
+if [ -n "${CROUND[resolvd.1]:-}" ]; then
+  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+  echo
+  echo "cold rounds: fresh resolvd and Unbound back to back, $COLD new names each (server CPU us/query, q/s)"
+  printf '%-8s %10s %10s %10s %10s %12s %12s\n' round resolvd unbound "r q/s" "u q/s" "CPU ratio" "q/s ratio"
+  cc=() cq=() co=()
+  for r in $(seq 1 "$COLD_ROUNDS"); do
+    d=${CROUND[resolvd.$r]} u=${CROUND[unbound.$r]} dq=${CROUND[resolvd.qps.$r]} uq=${CROUND[unbound.qps.$r]}
+    cc+=("$(ratio "$d" "$u")") cq+=("$(ratio "$dq" "$uq")")
+    printf '%-8s %10s %10s %10s %10s %12s %12s\n' "$r" "$d" "$u" "$dq" "$uq" "${cc[-1]}" "${cq[-1]}"
+    if [ -n "${CROUND[other.1]:-}" ]; then co+=("$(ratio "${CROUND[other.$r]}" "$d")"); fi
+  done
+  printf '%-8s %10s %10s %10s %10s %12s %12s\n' median "" "" "" "" "$(median "${cc[@]}")" "$(median "${cq[@]}")"
+  echo "targets (issue 8): cold CPU ratio <= 0.8, cold q/s ratio >= 1.2"
+  if [ -n "${CROUND[other.1]:-}" ]; then
+    echo "COMPARE_BIN $COMPARE_BIN, cold CPU us/query by round: ${CROUND[other.1]}$(for r in $(seq 2 "$COLD_ROUNDS"); do printf ', %s' "${CROUND[other.$r]}"; done)"
+    echo "other / resolvd by round: ${co[*]}; median $(median "${co[@]}")"
   fi
 fi
 if [ -n "${R[resolvd.sys_q]:-}${R[floor.sys_q]:-}" ]; then

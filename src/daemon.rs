@@ -707,6 +707,10 @@ impl Daemon {
             ),
             ("shutdown_grace", s.0.shutdown_grace != s.1.shutdown_grace),
             (
+                "batch_scheduling",
+                s.0.batch_scheduling != s.1.batch_scheduling,
+            ),
+            (
                 "proxy_protocol_from",
                 differs(&s.0.proxy_protocol_from, &s.1.proxy_protocol_from),
             ),

@@ -24,6 +24,7 @@ pub mod persist;
 pub mod ratelimit;
 pub mod resolve;
 pub mod root_hints;
+pub mod sched;
 pub mod transport;
 pub mod validate;
 pub mod wire;

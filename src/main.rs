@@ -193,6 +193,12 @@ fn run(cli: &Cli) -> ExitCode {
         Err(code) => return code,
     };
     let log_filter = init_logging(&cfg.log);
+    // Before any other thread starts: they inherit the policy.
+    if cfg.server.batch_scheduling {
+        if let Err(e) = resolvd::sched::batch_this_thread() {
+            tracing::warn!("batch_scheduling: cannot set SCHED_BATCH ({e}); default policy kept");
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads())
         .enable_all()

@@ -542,6 +542,60 @@ fn json_logs_are_one_object_per_line_with_a_startup_summary() {
     assert_eq!(summary["dnssec"], "validating");
 }
 
+/// The scheduling policy of every thread of process `pid`, by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let tid: i32 = t.file_name().to_string_lossy().parse().unwrap();
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if let Ok(p) = resolvd::sched::policy(tid) {
+            out.push((name.trim().to_string(), p));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_thread_runs_under_sched_batch_unless_turned_off() {
+    for (ip, batch, want) in [
+        ("127.203.0.3", None, libc::SCHED_BATCH),
+        ("127.203.0.4", Some(false), libc::SCHED_OTHER),
+    ] {
+        let port = free_port(ip);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolvd.toml");
+        let line = batch
+            .map(|b| format!("batch_scheduling = {b}\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &path,
+            format!("[server]\nlisten = [\"{ip}:{port}\"]\nthreads = 2\n{line}[control]\nenabled = false\n"),
+        )
+        .unwrap();
+        let (p, rx) = spawn_resolvd(&path, &[]);
+        let (lines, started) = lines_until(&rx, "resolvd started", Duration::from_secs(10));
+        assert!(started, "no startup summary; stderr: {lines:?}");
+        // The main thread, two workers and a UDP listener thread per
+        // socket; the listener threads start just after the summary.
+        let mut threads = thread_policies(p.0.id());
+        for _ in 0..50 {
+            if threads.iter().filter(|(n, _)| n == "resolvd-udp").count() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            threads = thread_policies(p.0.id());
+        }
+        assert!(
+            threads.iter().filter(|(n, _)| n == "resolvd-udp").count() == 2 && threads.len() >= 5,
+            "{threads:?}"
+        );
+        assert!(threads.iter().all(|(_, p)| *p == want), "{threads:?}");
+    }
+}
+
 #[test]
 fn text_logs_carry_the_startup_summary_on_one_line() {
     let port = free_port("127.203.0.2");

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub cookie_secret: String,
     /// `[server.ratelimit]`: response rate limiting and query limits.
     pub ratelimit: RateLimitConfig,
+    /// Run every thread under `SCHED_BATCH` (no wake-up preemption), so
+    /// the listener and worker threads stop trading the CPU on every
+    /// datagram; see `sched`.
+    pub batch_scheduling: bool,
 }
 
 /// `[server.ratelimit]`
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             cookies: true,
             cookie_secret: String::new(),
             ratelimit: RateLimitConfig::default(),
+            batch_scheduling: true,
             tls_listen: Vec::new(),
             https_listen: Vec::new(),
             https_listen_plain: Vec::new(),

@@ -309,7 +309,7 @@ async fn send_reply(sock: &UdpSocket, out: &mut Vec<u8>, peer: SocketAddr) {
 
 /// `recvmmsg(2)` / `sendmmsg(2)` over preallocated buffers, and the one
 /// socket option socket2 has no call for (`IP_MTU_DISCOVER`). The only
-/// unsafe code in resolvd: raw pointers into buffers this module owns,
+/// unsafe code of the listeners: raw pointers into buffers this module owns,
 /// handed to the kernel for the duration of one call.
 mod mmsg {
     use socket2::SockAddr;
