@@ -236,8 +236,9 @@ impl Hot {
         let sock = self.sock.clone();
         let handler = self.handler.clone();
         let queued = self.queued.clone();
+        // Boxed for the reason given in `Handler::resolve_shared`.
         self.tasks.spawn_on(
-            async move {
+            Box::pin(async move {
                 queued.fetch_sub(1, Ordering::Relaxed);
                 let mut out = Vec::with_capacity(1024);
                 handler
@@ -246,7 +247,7 @@ impl Hot {
                 if !out.is_empty() {
                     send_reply(&sock, &mut out, peer).await;
                 }
-            },
+            }),
             &self.rt,
         );
     }
