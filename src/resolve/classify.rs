@@ -49,7 +49,12 @@ pub(crate) fn classify(
         return None;
     }
     let aa = msg.metadata.authoritative;
-    let answers: Vec<Record> = msg.answers.iter().filter(inside).cloned().collect();
+    // Borrowed when every record is inside the zone, as nearly always.
+    let answers: std::borrow::Cow<'_, [Record]> = if msg.answers.iter().all(|r| inside(&r)) {
+        std::borrow::Cow::Borrowed(&msg.answers)
+    } else {
+        msg.answers.iter().filter(inside).cloned().collect()
+    };
     // The SOA and, from a signed zone, the NSEC/NSEC3 proof and their
     // RRSIGs: what validation of a negative answer needs.
     let soa: Vec<Record> = msg
@@ -246,17 +251,21 @@ pub(crate) fn follow_chain(
     let mut used = Vec::new();
     let mut cur = start.clone();
     for _ in 0..16 {
-        let here: Vec<&Record> = records.iter().filter(|r| r.name == cur).collect();
-        let data: Vec<Record> = here
-            .iter()
-            .filter(|r| r.record_type() == qtype || qtype == RecordType::ANY)
-            .map(|r| (*r).clone())
-            .collect();
-        if !data.is_empty() {
-            used.extend(data);
+        // One pass over the records: the data at `cur`, else its first
+        // CNAME.
+        let before = used.len();
+        let mut cname = None;
+        for r in records.iter().filter(|r| r.name == cur) {
+            if r.record_type() == qtype || qtype == RecordType::ANY {
+                used.push(r.clone());
+            } else if cname.is_none() && r.record_type() == RecordType::CNAME {
+                cname = Some(r);
+            }
+        }
+        if used.len() > before {
             return (used, cur, true);
         }
-        if let Some(c) = here.iter().find(|r| r.record_type() == RecordType::CNAME) {
+        if let Some(c) = cname {
             let Some(t) = cname_target(c) else { break };
             // A server that synthesised this CNAME from a DNAME sends the
             // DNAME too; the client gets both (RFC 6672 §3.4).
@@ -264,8 +273,8 @@ pub(crate) fn follow_chain(
             if let Some(d) = dname.filter(|d| !used.contains(*d)) {
                 used.push(d.clone());
             }
-            used.push((*c).clone());
-            if used.iter().filter(|r| r.name == t).count() > 0 {
+            used.push(c.clone());
+            if used.iter().any(|r| r.name == t) {
                 break;
             }
             cur = t;
