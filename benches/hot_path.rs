@@ -188,7 +188,6 @@ fn bench_answer_now(c: &mut Criterion) {
             allow: vec!["127.0.0.0/8".parse().expect("prefix")],
             udp_payload_size: 1232,
             max_pending: 10_000,
-            query_deadline: Duration::from_secs(5),
             cookies: Some(None),
             ratelimit: Default::default(),
         },

@@ -332,7 +332,6 @@ impl Daemon {
                 HandlerConfig {
                     allow: cfg.server.allow.clone(),
                     udp_payload_size: cfg.server.udp_payload_size,
-                    query_deadline: cfg.resolver.query_deadline.0,
                     max_pending: cfg.resolver.max_pending,
                     cookies: cfg
                         .server
@@ -616,10 +615,6 @@ impl Daemon {
         if differs(&old.cache, &cfg.cache) {
             self.handler.cache.set_config(&cfg.cache);
             report.changed.push("cache".into());
-        }
-        if old.resolver.query_deadline != cfg.resolver.query_deadline {
-            self.handler
-                .set_query_deadline(cfg.resolver.query_deadline.0);
         }
         if let Some(r) = resolver {
             self.handler.set_resolver(r);

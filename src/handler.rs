@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Clients waiting for one resolution.
@@ -78,8 +78,6 @@ pub struct HandlerConfig {
     pub allow: Vec<IpNet>,
     /// Our EDNS payload size.
     pub udp_payload_size: u16,
-    /// Upper bound on waiting for a resolution.
-    pub query_deadline: Duration,
     /// Client queries awaiting resolution at once.
     pub max_pending: usize,
     /// Answer DNS Cookies, with this server secret (random when None).
@@ -121,8 +119,6 @@ pub struct Handler {
     resolver: ArcSwap<Arc<dyn Resolve>>,
     /// Client prefixes allowed to query; swapped by a reload.
     allow: Arc<ArcSwap<Vec<IpNet>>>,
-    /// Longest wait for a resolution, in milliseconds; set by a reload.
-    query_deadline_ms: std::sync::atomic::AtomicU64,
     /// Resolutions in progress and who waits for them. A std Mutex: the
     /// critical sections are a map lookup, never held across an await.
     inflight: Mutex<HashMap<CacheKey, Waiters>>,
@@ -157,9 +153,6 @@ impl Handler {
             cookies: cfg.cookies.map(CookieJar::new),
             limits: RateLimits::new(&cfg.ratelimit),
             allow: Arc::new(ArcSwap::from_pointee(cfg.allow.clone())),
-            query_deadline_ms: std::sync::atomic::AtomicU64::new(
-                cfg.query_deadline.as_millis() as u64
-            ),
             cfg,
             zones: Arc::new(ArcSwap::new(zones)),
             cache,
@@ -598,8 +591,6 @@ impl Handler {
             None
         };
         let rx = self.resolve_coalesced(q.key(), qname.clone(), qtype);
-        let deadline = Duration::from_millis(self.query_deadline_ms.load(Ordering::Relaxed))
-            + Duration::from_millis(500);
         let entry = match &stale {
             Some(st) => {
                 let wait = self.cache.config().stale_answer_timeout.0;
@@ -608,8 +599,16 @@ impl Handler {
                     _ => Err(st.clone()),
                 }
             }
-            None => match tokio::time::timeout(deadline, rx).await {
-                Ok(Ok(fresh)) => Ok(fresh),
+            // No timer of our own: every resolution ends by its own
+            // deadline (the iterator's `query_deadline`, the L2 lookup's
+            // `timeout`), and a resolution task that dies drops the
+            // sender. A backstop timer here cost a timer-wheel insert and,
+            // as often as not, an eventfd write to wake the runtime's
+            // parked driver (tokio does that for any timer earlier than
+            // the one it parked on): a third of the cold path's
+            // wake-up writes.
+            None => match rx.await {
+                Ok(fresh) => Ok(fresh),
                 _ => Ok(self.servfail(&qname, qtype)),
             },
         };
@@ -717,12 +716,6 @@ impl Handler {
     /// Replaces the access list (reload).
     pub fn set_allow(&self, allow: Vec<IpNet>) {
         self.allow.store(Arc::new(allow));
-    }
-
-    /// Replaces the longest wait for a resolution (reload).
-    pub fn set_query_deadline(&self, d: Duration) {
-        self.query_deadline_ms
-            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Replaces the resolver (reload of `[resolver]`); running resolutions

@@ -23,7 +23,7 @@ use super::classify::{
 use super::forward::{ForwardZone, ForwardZones};
 use super::secure::Dnssec;
 use super::servers::{Policy, ServerStats};
-use super::store::{record_addr, Delegation, Rank, Side, Store};
+use super::store::{record_addr, Delegation, Rank, Store};
 use super::upstream::{ExchangeError, Upstream, UpstreamConfig};
 use super::{BoxFuture, Resolve};
 use crate::config::{CacheConfig, ResolverConfig};
@@ -567,8 +567,7 @@ impl Iterator {
         let mut cands: Vec<(u8, IpAddr)> = Vec::new();
         let prefer_child = !cut.child_ns.is_empty();
         for ns in cut.names() {
-            let child = self.store.addresses(ns, Side::Child);
-            let parent = self.store.addresses(ns, Side::Parent);
+            let (child, parent) = self.store.addresses_both(ns);
             let preferred = if prefer_child {
                 cut.child_ns.contains(ns)
             } else {
@@ -620,8 +619,8 @@ impl Iterator {
             .iter()
             .filter(|ns| !cut.zone.zone_of(ns))
             .filter(|ns| {
-                self.store.addresses(ns, Side::Child).is_empty()
-                    && self.store.addresses(ns, Side::Parent).is_empty()
+                let (child, parent) = self.store.addresses_both(ns);
+                child.is_empty() && parent.is_empty()
             })
             .map(|ns| (*ns).clone())
             .collect();

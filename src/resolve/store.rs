@@ -326,8 +326,21 @@ impl Store {
 
     /// Known addresses of a server name from one side of the cut.
     pub fn addresses(&self, name: &Name, side: Side) -> Vec<IpAddr> {
-        let mut out = Vec::new();
+        self.addresses_at(&mut KeyBuf::new(name), side)
+    }
+
+    /// Known addresses of a server name from the child's side and from
+    /// the parent's, with one pass over the name.
+    pub fn addresses_both(&self, name: &Name) -> (Vec<IpAddr>, Vec<IpAddr>) {
         let mut k = KeyBuf::new(name);
+        (
+            self.addresses_at(&mut k, Side::Child),
+            self.addresses_at(&mut k, Side::Parent),
+        )
+    }
+
+    fn addresses_at(&self, k: &mut KeyBuf, side: Side) -> Vec<IpAddr> {
+        let mut out = Vec::new();
         for t in [RecordType::A, RecordType::AAAA] {
             if let Some((set, _)) = self.live(k.key(0, t.into(), side)) {
                 out.extend(set.records.iter().filter_map(record_addr));

@@ -167,18 +167,23 @@ impl WireAnswer {
         } else {
             None
         };
-        let keep =
-            |v: Vec<Record>| -> Vec<Record> { v.into_iter().filter(|r| !dnssec_only(r)).collect() };
-        let mut w = Self::encode_plain(
-            qname,
-            qtype,
-            Sections {
-                answer: keep(s.answer),
-                authority: keep(s.authority),
-                additional: keep(s.additional),
-                ..s
-            },
-        )?;
+        let mut w = if has_dnssec {
+            let keep = |v: Vec<Record>| -> Vec<Record> {
+                v.into_iter().filter(|r| !dnssec_only(r)).collect()
+            };
+            Self::encode_plain(
+                qname,
+                qtype,
+                Sections {
+                    answer: keep(s.answer),
+                    authority: keep(s.authority),
+                    additional: keep(s.additional),
+                    ..s
+                },
+            )?
+        } else {
+            Self::encode_plain(qname, qtype, s)?
+        };
         w.security = security;
         if let Some((data, len)) = full {
             w.dnssec = Some(data);
