@@ -13,11 +13,11 @@
 //! ([`Step::Resolve`]) become tasks on the tokio runtime, which send their
 //! reply on the same socket (non-blocking), so it leaves from the address
 //! and port the query came to. The thread never waits for the runtime:
-//! the misses of one batch are handed over as one task spawn, which then
-//! spawns a task per miss from inside the runtime (a spawn from outside
-//! takes the runtime's shared queue lock and wakes a worker with an
-//! eventfd write; per miss, that was half a system call per cold query).
-//! Handing over is bounded by `max_pending` queued misses per socket
+//! the misses of one batch (23 on average in a cold dnsperf run) are
+//! handed over as one task spawn, which then spawns a task per miss from
+//! inside the runtime: there a spawn is a push onto the worker's own
+//! queue, where a spawn from outside goes through the runtime's shared,
+//! locked queue and checks for a worker to wake. Handing over is bounded by `max_pending` queued misses per socket
 //! (beyond that they are dropped and counted as `dropped`, as the handler
 //! does for resolutions).
 //!
