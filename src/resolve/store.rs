@@ -410,3 +410,70 @@ pub fn record_addr(r: &Record) -> Option<IpAddr> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, NS};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn an_ancestors_key_is_the_key_built_for_it() {
+        let mut k = KeyBuf::new(&name("Www.Example.TEST."));
+        let mut starts = vec![0];
+        while let Some(next) = k.parent(*starts.last().unwrap()) {
+            starts.push(next);
+        }
+        let ancestors = ["www.example.test.", "example.test.", "test.", "."];
+        assert_eq!(starts.len(), ancestors.len());
+        for (start, ancestor) in starts.into_iter().zip(ancestors) {
+            let direct = key(&name(ancestor), 2, Side::Parent);
+            assert_eq!(k.key(start, 2, Side::Parent), &direct[..], "{ancestor}");
+            assert_eq!(k.name_at(start), Some(name(ancestor)));
+        }
+    }
+
+    #[test]
+    fn deepest_cut_finds_the_nearest_delegation_in_any_case() {
+        let store = Store::new(1 << 20, 86400);
+        let ns = |zone: &str, target: &str| {
+            Record::from_rdata(name(zone), 3600, RData::NS(NS(name(target))))
+        };
+        store.put(vec![ns(".", "a.root-servers.test.")], Rank::Referral);
+        store.put(
+            vec![ns("example.test.", "ns1.example.test.")],
+            Rank::AuthAnswer,
+        );
+        let cut = store.deepest_cut(&name("WWW.Example.Test.")).unwrap();
+        assert_eq!(cut.zone, name("example.test."));
+        assert_eq!(cut.child_ns, vec![name("ns1.example.test.")]);
+        assert!(cut.parent_ns.is_empty());
+        let root = store.deepest_cut(&name("other.invalid.")).unwrap();
+        assert!(root.zone.is_root());
+        assert_eq!(root.parent_ns, vec![name("a.root-servers.test.")]);
+    }
+
+    #[test]
+    fn addresses_come_from_the_side_that_gave_them() {
+        let store = Store::new(1 << 20, 86400);
+        let a = |ip: [u8; 4]| {
+            Record::from_rdata(
+                name("ns1.example.test."),
+                3600,
+                RData::A(A::from(std::net::Ipv4Addr::from(ip))),
+            )
+        };
+        store.put(vec![a([192, 0, 2, 1])], Rank::Glue);
+        store.put(vec![a([192, 0, 2, 2])], Rank::AuthAnswer);
+        let (child, parent) = store.addresses_both(&name("NS1.example.test."));
+        assert_eq!(child, vec![IpAddr::from([192, 0, 2, 2])]);
+        assert_eq!(parent, vec![IpAddr::from([192, 0, 2, 1])]);
+        assert_eq!(
+            store.addresses(&name("ns1.example.test."), Side::Child),
+            child
+        );
+    }
+}
