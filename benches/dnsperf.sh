@@ -62,8 +62,8 @@
 # runs back to back at the end, with per-round ratios and their medians;
 # 0 skips them. COLD_ROUNDS (5; 3 with QUICK) does the same for the cold
 # phase, each server started afresh for each round; COLD_ONLY=1 runs only
-# the cold rounds (with COMPARE_BIN: an A/B of the cold path, ~1 min a
-# round in full mode).
+# the cold rounds (with COMPARE_BIN: an A/B of the cold path; about 10 s a
+# round in full mode, after the zones are generated and NSD is up).
 # SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
 # both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
