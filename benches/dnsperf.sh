@@ -64,6 +64,10 @@
 # phase, each server started afresh for each round; COLD_ONLY=1 runs only
 # the cold rounds (with COMPARE_BIN: an A/B of the cold path; about 10 s a
 # round in full mode, after the zones are generated and NSD is up).
+# CALLGRIND=1 counts user-space instructions per cold query of resolvd and
+# Unbound (and COMPARE_BIN's build) under valgrind (needs valgrind; under a
+# minute): exact, where CPU time here is not. COLD_ONLY=1 COLD_ROUNDS=0
+# CALLGRIND=1 runs only that.
 # SIGNED=1 signs the three zones (ldns-signzone, ECDSA P-256, NSEC) and runs
 # both resolvers validating from the test root's key (needs ldnsutils).
 set -euo pipefail
@@ -336,6 +340,7 @@ profile_stop() {
 
 declare -A R # results: R[resolver.metric]
 declare -A ROUND # hot rounds: ROUND[server.round] = CPU us/query
+declare -A CG # instructions per cold query, by server (CALLGRIND=1)
 declare -A CROUND # cold rounds: CROUND[server.round] = CPU us/query, CROUND[server.qps.round] = q/s
 
 # bench NAME PID PORT: the whole sequence against one running resolver.
@@ -714,6 +719,53 @@ if [ "$COLD_ROUNDS" -gt 0 ]; then
     done
   done
 fi
+
+# ---------------------------------------------------------- instructions
+# CALLGRIND=1: user-space instructions per cold query, counted exactly by
+# callgrind where CPU time on this VM moves by a third from run to run:
+# the way to compare two builds' cold paths (or resolvd's with Unbound's)
+# to within a percent. Kernel work is not counted. Each server runs under
+# valgrind, is primed with one name, has its counters zeroed, and gets the
+# first CG_NAMES (4000) cold names at CG_QPS (300) q/s; instructions in the
+# dump divided by answers. At that rate a receive batch holds one query,
+# so per-batch costs weigh more than under load.
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  command -v valgrind >/dev/null 2>&1 || die "CALLGRIND=1 needs valgrind (apt-get install valgrind)"
+  head -n "${CG_NAMES:-4000}" cold.txt >cg-names.txt
+  CG_WHO="resolvd unbound"
+  if [ -n "${COMPARE_BIN:-}" ]; then
+    [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
+    [ -f other.toml ] || sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
+      -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+    CG_WHO="resolvd other unbound"
+  fi
+  for who in $CG_WHO; do
+    log "$who under callgrind: ${CG_NAMES:-4000} cold names at ${CG_QPS:-300} q/s"
+    case $who in
+      resolvd) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$who" "$RESOLVD" --config "$WORK/resolvd.toml" --threads 1 >"cg-$who.log" 2>&1 & port=$RESOLVD_PORT ;;
+      other) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$who" "$COMPARE_BIN" --config "$WORK/other.toml" --threads 1 >"cg-$who.log" 2>&1 & port=$((RESOLVD_PORT + 50)) ;;
+      unbound) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$who" "$UNBOUND" -d -c "$WORK/unbound.conf" >"cg-$who.log" 2>&1 & port=$UNBOUND_PORT ;;
+    esac
+    pid=$!
+    PIDS+=("$pid")
+    # valgrind starts slowly: up to 30 s for the first answer.
+    for _ in $(seq 1 100); do
+      dig @127.0.0.1 -p "$port" +tries=1 +time=2 h0.bench.test A >/dev/null 2>&1 && break
+      sleep 0.3
+    done
+    dig @127.0.0.1 -p "$port" +tries=1 +time=5 h0.bench.test A >/dev/null || die "$who under valgrind: no answer (see $WORK/cg-$who.log)"
+    sleep 1
+    callgrind_control -z "$pid" >/dev/null
+    line=$(perf_run "cg-$who" "$pid" -p "$port" -d cg-names.txt -n 1 -l 300 -c 10 -Q "${CG_QPS:-300}")
+    read -r sent answered lost qps lat ok cpu <<<"$line"
+    callgrind_control -d "$pid" >/dev/null
+    stop "$pid"
+    # The dump asked for above is part 1; the file without a suffix is
+    # what ran after it.
+    total=$(callgrind_annotate "$WORK/cg.$who.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+    CG[$who]=$(awk -v t="${total:-0}" -v n="$answered" 'BEGIN { if (n > 0 && t > 0) printf "%.0f", t / n; else print "n/a" }')
+  done
+fi
 fi
 
 [ "${NO_L2:-0}" = 1 ] || bench_l2
@@ -818,6 +870,13 @@ if [ -n "${CROUND[resolvd.1]:-}" ]; then
   if [ -n "${CROUND[other.1]:-}" ]; then
     echo "COMPARE_BIN $COMPARE_BIN, cold CPU us/query by round: ${CROUND[other.1]}$(for r in $(seq 2 "$COLD_ROUNDS"); do printf ', %s' "${CROUND[other.$r]}"; done)"
     echo "other / resolvd by round: ${co[*]}; median $(median "${co[@]}")"
+  fi
+fi
+if [ -n "${CG[resolvd]:-}" ]; then
+  echo
+  echo "user-space instructions per cold query (callgrind, ${CG_NAMES:-4000} names at ${CG_QPS:-300} q/s): resolvd ${CG[resolvd]}, unbound ${CG[unbound]}, ratio $(ratio "${CG[resolvd]}" "${CG[unbound]}")"
+  if [ -n "${CG[other]:-}" ]; then
+    echo "COMPARE_BIN $COMPARE_BIN: ${CG[other]} instructions per cold query, other / resolvd $(ratio "${CG[other]}" "${CG[resolvd]}")"
   fi
 fi
 if [ -n "${R[resolvd.sys_q]:-}${R[floor.sys_q]:-}" ]; then
