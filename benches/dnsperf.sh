@@ -420,6 +420,15 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
+# other_config: checks COMPARE_BIN and writes other.toml, resolvd.toml
+# moved to port RESOLVD_PORT+50 without the TLS listeners, for the "other"
+# column of the hot and cold rounds and of CALLGRIND=1.
+other_config() {
+  [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
+  [ -f other.toml ] || sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
+    -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+}
+
 stop() { # PID
   local pid=$1
   kill "$pid" 2>/dev/null || true
@@ -654,9 +663,7 @@ if [ "$HOT_ROUNDS" -gt 0 ] && [ -n "$CANNED" ]; then
   PIDS+=("$FPID")
   wait_dns 127.0.0.1 "$FLOOR_PORT"
   if [ -n "${COMPARE_BIN:-}" ]; then
-    [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
-    sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
-      -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+    other_config
     taskset -c 0 "$COMPARE_BIN" --config "$WORK/other.toml" --threads 1 >other.log 2>&1 &
     OPID=$!
     PIDS+=("$OPID")
@@ -694,9 +701,7 @@ stop "$UPID"
 if [ "$COLD_ROUNDS" -gt 0 ]; then
   COLD_WHO="resolvd unbound"
   if [ -n "${COMPARE_BIN:-}" ]; then
-    [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
-    [ -f other.toml ] || sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
-      -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+    other_config
     COLD_WHO="resolvd other unbound"
   fi
   for r in $(seq 1 "$COLD_ROUNDS"); do
@@ -734,9 +739,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   head -n "${CG_NAMES:-4000}" cold.txt >cg-names.txt
   CG_WHO="resolvd unbound"
   if [ -n "${COMPARE_BIN:-}" ]; then
-    [ -x "$COMPARE_BIN" ] || die "COMPARE_BIN: no binary at $COMPARE_BIN"
-    [ -f other.toml ] || sed -e "s/127.0.0.1:$RESOLVD_PORT\"/127.0.0.1:$((RESOLVD_PORT + 50))\"/" \
-      -e '/^tls_listen\|^https_listen/d' -e "s#resolvd.sock#other.sock#" resolvd.toml >other.toml
+    other_config
     CG_WHO="resolvd other unbound"
   fi
   for who in $CG_WHO; do
@@ -787,6 +790,7 @@ if [ -n "${L[warm_qps]:-}" ]; then
   echo "targets (issue 11): l2-warm >= 5x l2-cold q/s; an L2 hit under 150 us (median) on loopback"
 fi
 [ "${L2_ONLY:-0}" = 1 ] && exit 0
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a ~ /^[0-9.]+$/) printf "%.2f", a / b; else print "n/a" }'; }
 row() { # LABEL KEY
   printf '%-34s %12s %12s %10s\n' "$1" "${R[resolvd.$2]}" "${R[unbound.$2]}" "$(ratio "${R[resolvd.$2]}" "${R[unbound.$2]}")"
@@ -843,7 +847,6 @@ if [ -n "${ROUND[floor.1]:-}" ]; then
     rf+=("$(ratio "$d" "$f")") ru+=("$(ratio "$d" "$u")")
     printf '%-8s %8s %8s %8s %14s %16s\n' "$r" "$f" "$d" "$u" "${rf[-1]}" "${ru[-1]}"
   done
-  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
   printf '%-8s %8s %8s %8s %14s %16s\n' median "" "" "" "$(median "${rf[@]}")" "$(median "${ru[@]}")"
   echo "targets (issue 14): resolvd / floor <= 1.1, resolvd / unbound <= 0.8"
   if [ -n "${ROUND[other.1]:-}" ]; then
@@ -854,7 +857,6 @@ if [ -n "${ROUND[floor.1]:-}" ]; then
   fi
 fi
 if [ -n "${CROUND[resolvd.1]:-}" ]; then
-  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
   echo
   echo "cold rounds: fresh resolvd and Unbound back to back, $COLD new names each (server CPU us/query, q/s)"
   printf '%-8s %10s %10s %10s %10s %12s %12s\n' round resolvd unbound "r q/s" "u q/s" "CPU ratio" "q/s ratio"

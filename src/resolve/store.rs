@@ -332,11 +332,6 @@ impl Store {
         }
     }
 
-    /// Known addresses of a server name from one side of the cut.
-    pub fn addresses(&self, name: &Name, side: Side) -> Vec<IpAddr> {
-        self.addresses_at(&mut KeyBuf::new(name), side)
-    }
-
     /// Known addresses of a server name from the child's side and from
     /// the parent's, with one pass over the name.
     pub fn addresses_both(&self, name: &Name) -> (Vec<IpAddr>, Vec<IpAddr>) {
@@ -472,8 +467,8 @@ mod tests {
         assert_eq!(child, vec![IpAddr::from([192, 0, 2, 2])]);
         assert_eq!(parent, vec![IpAddr::from([192, 0, 2, 1])]);
         assert_eq!(
-            store.addresses(&name("ns1.example.test."), Side::Child),
-            child
+            store.addresses_both(&name("ns1.example.test.")),
+            (child, parent)
         );
     }
 }
