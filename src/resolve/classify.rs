@@ -11,6 +11,7 @@
 
 use super::store::{ns_target, Delegation, Rank, Store};
 use crate::wire::query::rcode;
+use crate::wire::same_name;
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -85,7 +86,7 @@ pub(crate) fn classify(
             // (Name equality ignores ASCII case.)
             let steers = stype == RecordType::NS
                 || (is_addr_type(stype)
-                    && (cut.child_ns.contains(sname) || cut.parent_ns.contains(sname)));
+                    && (has_name(&cut.child_ns, sname) || has_name(&cut.parent_ns, sname)));
             if chain || steers {
                 store.put_all(&used, rank);
             }
@@ -129,7 +130,10 @@ pub(crate) fn classify(
             if !goes_down {
                 return None;
             }
-            let ns: Vec<Record> = ns.into_iter().filter(|r| r.name == child).collect();
+            let ns: Vec<Record> = ns
+                .into_iter()
+                .filter(|r| same_name(&r.name, &child))
+                .collect();
             let names: Vec<Name> = ns.iter().filter_map(ns_target).collect();
             // Glue is only believed under the delegating zone: in
             // bailiwick of the child, or a sibling's (which is what
@@ -138,7 +142,7 @@ pub(crate) fn classify(
                 .additionals
                 .iter()
                 .filter(inside)
-                .filter(|r| is_addr(r) && names.iter().any(|n| n == &r.name.to_lowercase()))
+                .filter(|r| is_addr(r) && has_name(&names, &r.name))
                 .cloned()
                 .collect();
             // Glue first: a concurrent walk that sees the new NS set
@@ -168,7 +172,7 @@ pub(crate) fn signatures_of(records: &[Record], used: &[Record]) -> Vec<Record> 
         .filter(|r| r.record_type() == RecordType::RRSIG)
         .filter(|s| {
             used.iter()
-                .any(|u| u.name == s.name && u.record_type() == covered_type(s))
+                .any(|u| u.record_type() == covered_type(s) && same_name(&u.name, &s.name))
         })
         .cloned()
         .collect()
@@ -184,6 +188,11 @@ pub(crate) fn covered_type(r: &Record) -> RecordType {
 
 pub(crate) fn is_denial(t: RecordType) -> bool {
     matches!(t, RecordType::SOA | RecordType::NSEC | RecordType::NSEC3)
+}
+
+/// Whether `name` is one of `names` (case ignored).
+fn has_name(names: &[Name], name: &Name) -> bool {
+    names.iter().any(|n| same_name(n, name))
 }
 
 pub(crate) fn is_addr(r: &Record) -> bool {
@@ -255,7 +264,7 @@ pub(crate) fn follow_chain(
         // CNAME.
         let before = used.len();
         let mut cname = None;
-        for r in records.iter().filter(|r| r.name == cur) {
+        for r in records.iter().filter(|r| same_name(&r.name, &cur)) {
             if r.record_type() == qtype || qtype == RecordType::ANY {
                 used.push(r.clone());
             } else if cname.is_none() && r.record_type() == RecordType::CNAME {
@@ -274,7 +283,7 @@ pub(crate) fn follow_chain(
                 used.push(d.clone());
             }
             used.push(c.clone());
-            if used.iter().any(|r| r.name == t) {
+            if used.iter().any(|r| same_name(&r.name, &t)) {
                 break;
             }
             cur = t;

@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::root_hints::RootHints;
 use crate::wire::answer::{Ede, Sections};
 use crate::wire::query::rcode;
+use crate::wire::same_name;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, Record, RecordType};
 use std::net::IpAddr;
@@ -436,7 +437,7 @@ impl Iterator {
                     let apex_soa = soa
                         .iter()
                         .find(|r| r.record_type() == RecordType::SOA)
-                        .is_some_and(|r| r.name == cut.zone);
+                        .is_some_and(|r| same_name(&r.name, &cut.zone));
                     if apex_soa {
                         return Ok(Outcome::Negative { rcode: r, soa });
                     }
@@ -569,9 +570,9 @@ impl Iterator {
         for ns in cut.names() {
             let (child, parent) = self.store.addresses_both(ns);
             let preferred = if prefer_child {
-                cut.child_ns.contains(ns)
+                cut.child_ns.iter().any(|n| same_name(n, ns))
             } else {
-                cut.parent_ns.contains(ns)
+                cut.parent_ns.iter().any(|n| same_name(n, ns))
             };
             // Tier 0: the preferred side's names, at the child's own
             // addresses for them when it gave any; tier 1: the rest.

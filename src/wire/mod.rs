@@ -81,6 +81,21 @@ pub fn skip_name(c: &mut Cursor<'_>) -> Option<()> {
     }
 }
 
+/// Whether two names are the same name (RFC 4343: ASCII case ignored).
+/// The same answer as hickory's `==`, for a fraction of its cost on the
+/// cold path, where chains, NS sets and glue are matched by name: hickory
+/// folds case byte by byte through a generic comparison; this compares
+/// whole labels.
+pub fn same_name(a: &hickory_proto::rr::Name, b: &hickory_proto::rr::Name) -> bool {
+    if a.is_fqdn() != b.is_fqdn() {
+        return false;
+    }
+    let (x, y) = (a.iter(), b.iter());
+    // Label counts first (free), then each label, exact bytes first: the
+    // names compared on the cold path nearly always share their case.
+    x.len() == y.len() && x.zip(y).all(|(l, r)| l == r || l.eq_ignore_ascii_case(r))
+}
+
 /// Appends `name` in lower-cased, uncompressed wire form: the form cache
 /// and store keys use, hashed as plain bytes (RFC 4343: names compare
 /// case-insensitively).
@@ -90,4 +105,36 @@ pub fn push_lower_wire(name: &hickory_proto::rr::Name, out: &mut Vec<u8>) {
         out.extend(label.iter().map(u8::to_ascii_lowercase));
     }
     out.push(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+    use std::str::FromStr;
+
+    /// `same_name` gives hickory's `==` on names that differ in case, in
+    /// one byte, in label count, in where labels split, and in being
+    /// fully qualified.
+    #[test]
+    fn same_name_agrees_with_hickory_equality() {
+        let names = [
+            "www.example.com.",
+            "WWW.Example.COM.",
+            "www.example.com",
+            "www.example.org.",
+            "ww.example.com.",
+            "wwwe.xample.com.",
+            "example.com.",
+            "a.www.example.com.",
+            ".",
+            "xn--bcher-kva.example.",
+        ];
+        for a in names {
+            for b in names {
+                let (x, y) = (Name::from_str(a).unwrap(), Name::from_str(b).unwrap());
+                assert_eq!(same_name(&x, &y), x == y, "{a} vs {b}");
+            }
+        }
+    }
 }
