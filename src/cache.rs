@@ -19,10 +19,9 @@ use crate::config::CacheConfig;
 use crate::validate::Security;
 use crate::wire::answer::{Sections, WireAnswer};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use moka::sync::Cache;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A cached answer shared between the cache and replies in progress.
 pub type Entry = Arc<WireAnswer>;
@@ -38,7 +37,7 @@ pub struct AnswerCache {
     /// would cost an allocation per entry. A hit is confirmed against the
     /// stored question ([`WireAnswer::answers_key`]); two keys whose hashes
     /// collide evict each other, they are never confused.
-    answers: Option<Cache<u64, Entry, BuildHasherDefault<PrehashedKey>>>,
+    answers: Option<Arc<Answers>>,
     /// Random per process (aHash), so clients cannot aim for collisions.
     hash_keys: ahash::RandomState,
     /// Names known not to exist, with the SOA that said so.
@@ -99,11 +98,11 @@ impl Front {
     }
 }
 
-/// What one entry costs beyond its key and answer: moka's bookkeeping
-/// (hash table slot, LRU and timer-wheel nodes) and allocator rounding.
+/// What one entry costs beyond its key and answer: quick_cache's slot and
+/// hash-table index, the `Arc`'s counts and allocator rounding.
 /// Measured with `cargo bench --bench hot_path` (resident bytes per entry
 /// minus what the weigher counted), so `max_size` bounds real memory.
-const ENTRY_OVERHEAD: usize = 391;
+const ENTRY_OVERHEAD: usize = 94;
 
 /// A lower-cased wire name (its length is what the weigher needs).
 type NxKey = Box<[u8]>;
@@ -136,6 +135,38 @@ impl Hasher for PrehashedKey {
     }
 }
 
+/// The answers, by keyed hash. quick_cache, not moka (which this cache
+/// used until issue 8's cold-path work): a miss reads it twice (the
+/// listener's lookup, then serve-stale's) and stores once, and moka's
+/// read (its read log, clock, key lock) and insert (write log, timer
+/// wheel) came to ~4,000 instructions of a cold query; quick_cache's are
+/// a shard lock and a hash probe. Expiry was already checked on read;
+/// what moka's time-to-live added, removing entries past `max_ttl +
+/// stale_max` before memory pressure does, is not needed for a bound.
+type Answers =
+    quick_cache::sync::Cache<u64, Entry, AnswerWeight, BuildHasherDefault<PrehashedKey>, Evictions>;
+
+/// An answer's weight: its encoded size and [`ENTRY_OVERHEAD`].
+#[derive(Clone)]
+struct AnswerWeight;
+
+impl quick_cache::Weighter<u64, Entry> for AnswerWeight {
+    fn weight(&self, _k: &u64, v: &Entry) -> u64 {
+        (v.size() + ENTRY_OVERHEAD) as u64
+    }
+}
+
+/// Counts answers pushed out by the memory bound.
+#[derive(Clone)]
+struct Evictions(Arc<std::sync::atomic::AtomicU64>);
+
+impl quick_cache::Lifecycle<u64, Entry> for Evictions {
+    type RequestState = ();
+    fn on_evict(&self, _: &mut (), _k: u64, _v: Entry) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Proven nonexistence by name. quick_cache, not moka: every miss reads it
 /// once per label of the name (RFC 8020), and a moka read cost about 700
 /// instructions; expiry is checked on read.
@@ -156,30 +187,20 @@ impl AnswerCache {
     /// A cache bounded by `cfg.max_size` bytes (0 disables it).
     pub fn new(cfg: &CacheConfig) -> AnswerCache {
         let enabled = cfg.max_size.0 > 0;
-        let stale = if cfg.serve_stale {
-            cfg.stale_max.0
-        } else {
-            Duration::ZERO
-        };
         // max_size is shared: 11/16 for answers, 1/16 for NXDOMAIN names,
         // 1/4 for the iterator's RRsets and delegations (resolve::store).
         let evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let evicted = evictions.clone();
         let answers = enabled.then(|| {
-            Cache::builder()
-                // Called by moka's housekeeping, off the lookup path.
-                .eviction_listener(move |_k, _v, cause| {
-                    if cause == moka::notification::RemovalCause::Size {
-                        evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                })
-                .max_capacity(cfg.max_size.0 / 16 * 11)
-                .weigher(|_k: &u64, v: &Entry| {
-                    u32::try_from(v.size() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-                })
-                .time_to_live(Duration::from_secs(cfg.max_ttl as u64) + stale)
-                .support_invalidation_closures()
-                .build_with_hasher(BuildHasherDefault::<PrehashedKey>::default())
+            let bytes = (cfg.max_size.0 / 16 * 11).max(1);
+            Arc::new(Answers::with(
+                // A guess at the count for sizing the index: a 150-byte
+                // answer with its overhead.
+                (bytes / (150 + ENTRY_OVERHEAD as u64)).clamp(16, 1 << 24) as usize,
+                bytes,
+                AnswerWeight,
+                BuildHasherDefault::<PrehashedKey>::default(),
+                Evictions(evictions.clone()),
+            ))
         });
         let nxdomains = enabled.then(|| {
             let bytes = (cfg.max_size.0 / 16).max(1);
@@ -364,7 +385,7 @@ impl AnswerCache {
     /// Removes everything.
     pub fn flush_all(&self) {
         if let Some(c) = &self.answers {
-            c.invalidate_all();
+            c.clear();
         }
         if let Some(c) = &self.nxdomains {
             c.clear();
@@ -381,16 +402,15 @@ impl AnswerCache {
         let target = name.to_lowercase();
         let wire = name_to_wire(&target);
         if let Some(c) = &self.answers {
-            let w = wire.clone();
-            let _ = c.invalidate_entries_if(move |_, v| {
+            c.retain(|_, v| {
                 let name = v.question_name();
-                if subtree {
-                    name.ends_with(&w) && label_boundary(name, w.len())
+                let hit = if subtree {
+                    name.ends_with(&wire) && label_boundary(name, wire.len())
                 } else {
-                    name == &w[..]
-                }
+                    name == &wire[..]
+                };
+                !hit
             });
-            c.run_pending_tasks();
         }
         // After the removal, so a front refilled in between cannot keep
         // what was just removed.
@@ -411,10 +431,7 @@ impl AnswerCache {
     /// (entries, bytes) currently held.
     pub fn usage(&self) -> (u64, u64) {
         match &self.answers {
-            Some(c) => {
-                c.run_pending_tasks();
-                (c.entry_count(), c.weighted_size())
-            }
+            Some(c) => (c.len() as u64, c.weight()),
             None => (0, 0),
         }
     }
@@ -545,7 +562,7 @@ mod tests {
             .answers
             .as_ref()
             .unwrap()
-            .invalidate(&cache.hash_keys.hash_one(&key[..]));
+            .remove(&cache.hash_keys.hash_one(&key[..]));
         let held = cache.get_live(&mut front, &key, now).cloned();
         assert!(held.is_some_and(|h| Arc::ptr_eq(&h, first.as_ref().unwrap())));
         cache.store(&key, &name, RecordType::A, sections(&name, 2));
@@ -572,7 +589,7 @@ mod tests {
         cache.store(&key, &name, RecordType::A, s);
         let now = Instant::now();
         assert!(cache.get_live(&mut front, &key, now).is_some());
-        let later = now + Duration::from_secs(31);
+        let later = now + std::time::Duration::from_secs(31);
         assert!(cache.get_live(&mut front, &key, later).is_none());
         assert!(
             cache.get(&key).is_some_and(|e| e.expired(later)),

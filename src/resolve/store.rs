@@ -14,7 +14,7 @@
 //! estimate of bytes; entries are dead past their TTL and are never read
 //! then, and are evicted when room is needed.
 //!
-//! The map is `quick_cache`, not moka as for answers: a cold query reads
+//! The map is `quick_cache`, not moka: a cold query reads
 //! the store about ten times (the cut, its servers' addresses, the answer)
 //! and a moka read, with its read-log and clock, cost ~1,250 instructions,
 //! 17% of a cold query's user-space work; a quick_cache read is a shard
