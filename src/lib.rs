@@ -7,6 +7,7 @@
 //! [`wire::answer`] → listener.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod cache;
 pub mod cache_l2;
 pub mod config;

@@ -458,6 +458,7 @@ fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
 /// mimalloc instead of glibc malloc: resolution allocates and frees many
 /// short-lived objects between long-lived cache entries, and glibc's
 /// fragmentation kept ~40% more memory resident per cached name
-/// (benches/dnsperf.sh: 921 -> 524 bytes per name).
+/// (benches/dnsperf.sh: 921 -> 524 bytes per name). How it is called is
+/// in `resolvd::allocator`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: resolvd::allocator::MiMalloc = resolvd::allocator::MiMalloc;
