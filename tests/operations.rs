@@ -1405,6 +1405,46 @@ async fn identical_questions_at_once_are_counted_as_coalesced() {
     d.shutdown().await;
 }
 
+/// A server address where nothing listens answers with an ICMP port
+/// unreachable. The upstream socket is connected, so the kernel reports
+/// it and the exchange fails at once as an error, the server marked dead,
+/// instead of waiting out the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_upstream_port_is_an_error_not_a_timeout() {
+    let p = "127.200.2";
+    let root = format!(
+        "$ORIGIN .\n$TTL 86400\n@ SOA a.root-servers.test. hostmaster.test. 1 3600 600 86400 300\n\
+         @ NS a.root-servers.test.\na.root-servers.test. A {p}.1\ntest. NS ns1.test.\nns1.test. A {p}.2\n"
+    );
+    // closed.test.'s only server is {p}.9, which no simulated server holds.
+    let tld = format!(
+        "$ORIGIN test.\n$TTL 86400\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n\
+         ns1 A {p}.2\nclosed NS ns1.closed\nns1.closed A {p}.9\n"
+    );
+    let sim = Sim::start(vec![
+        ServerSpec::new("a.root-servers.test.", &format!("{p}.1"), &[&root]).root(),
+        ServerSpec::new("ns1.test.", &format!("{p}.2"), &[&tld]),
+    ])
+    .await;
+    let mut cfg = config_for(&sim);
+    cfg.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    // Long enough that a timeout could not go unnoticed in the counts.
+    cfg.resolver.initial_timeout = resolvd::config::Dur::millis(2000);
+    let (d, addr) = start(&cfg).await;
+    let maddr = d.metrics_addr().unwrap();
+    let before = scrape(maddr).await;
+    let r = ask(addr, "www.closed.test.", RecordType::A).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    let after = scrape(maddr).await;
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    assert!(delta(r#"resolvd_upstream_outcomes_total{outcome="error"}"#) >= 1.0);
+    assert_eq!(
+        delta(r#"resolvd_upstream_outcomes_total{outcome="timeout"}"#),
+        0.0
+    );
+    d.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_timeouts_are_counted_by_outcome() {
     let sim = Sim::start(world_in("127.200.1")).await;

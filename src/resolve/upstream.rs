@@ -32,8 +32,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Why an exchange produced no usable reply.
@@ -342,26 +344,44 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
         let sock = connected_socket(addr).map_err(ExchangeError::Unreachable)?;
-        sock.send(&query.bytes)
-            .await
+        // A fresh socket's send buffer is empty: a datagram never waits.
+        sock.get_ref()
+            .send(&query.bytes)
             .map_err(ExchangeError::Unreachable)?;
         let deadline = Instant::now() + timeout;
         // Large enough for anything we invited (our EDNS size); a larger
         // datagram is truncated by the kernel, fails to parse and is ignored.
-        let mut buf = Vec::with_capacity((self.cfg.edns_payload as usize).max(512) + 1);
-        loop {
-            buf.clear();
-            let n = match tokio::time::timeout_at(deadline, sock.recv_buf(&mut buf)).await {
-                Err(_) => return Err(ExchangeError::Timeout),
-                Ok(Err(e)) => return Err(ExchangeError::Unreachable(e)),
-                Ok(Ok(n)) => n,
-            };
-            buf.truncate(n);
-            match accept(&mut buf, query) {
-                Ok(m) => return Ok(m),
-                Err(Mismatch::Case) => return Err(ExchangeError::CaseMismatch),
-                Err(Mismatch::Other) => {}
+        let size = (self.cfg.edns_payload as usize).max(512) + 1;
+        let wait = async {
+            loop {
+                // ERROR too: an ICMP error on a connected socket raises
+                // EPOLLERR alone, and the recv below returns it.
+                let mut ready = sock
+                    .ready(Interest::READABLE | Interest::ERROR)
+                    .await
+                    .map_err(ExchangeError::Unreachable)?;
+                // Received and matched in place, in this thread's buffer:
+                // no allocation per exchange.
+                let got = ready.try_io(|s| {
+                    RECV_BUF.with_borrow_mut(|buf| {
+                        buf.resize(size, 0);
+                        let n = s.get_ref().recv(buf)?;
+                        let datagram = buf.get_mut(..n).unwrap_or_default();
+                        Ok(accept(datagram, query))
+                    })
+                });
+                match got {
+                    Err(_would_block) => continue,
+                    Ok(Err(e)) => return Err(ExchangeError::Unreachable(e)),
+                    Ok(Ok(Ok(m))) => return Ok(m),
+                    Ok(Ok(Err(Mismatch::Case))) => return Err(ExchangeError::CaseMismatch),
+                    Ok(Ok(Err(Mismatch::Other))) => {}
+                }
             }
+        };
+        match tokio::time::timeout_at(deadline, wait).await {
+            Err(_) => Err(ExchangeError::Timeout),
+            Ok(r) => r,
         }
     }
 
@@ -683,8 +703,10 @@ fn read_some(
 /// A non-blocking UDP socket connected to `addr`. `connect` binds it to a
 /// random ephemeral port chosen by the kernel (RFC 5452 §9.2), so no
 /// separate `bind` call is needed, and the kernel drops datagrams from any
-/// other address or port.
-fn connected_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// other address or port. Registered for reading only: tokio's
+/// `UdpSocket` also asks for EPOLLOUT, an event per exchange that nothing
+/// waits for.
+fn connected_socket(addr: SocketAddr) -> std::io::Result<AsyncFd<std::net::UdpSocket>> {
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(
         domain,
@@ -692,7 +714,15 @@ fn connected_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         Some(socket2::Protocol::UDP),
     )?;
     sock.connect(&addr.into())?;
-    UdpSocket::from_std(sock.into())
+    // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and
+    // the same until the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(std::net::UdpSocket::from(sock), Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+thread_local! {
+    /// Where replies are received and decoded, one per runtime thread.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Connecting a UDP socket sends nothing but consults the routing table:
