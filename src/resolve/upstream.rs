@@ -333,7 +333,8 @@ impl Upstream {
             // Not for forwarders (rd), whose whole reply may be passed on;
             // not for NS questions (priming reads the glue); not while
             // dnstap logs replies (it re-encodes the message).
-            lean: !rd && qtype != RecordType::NS && self.tap.load().is_none(),
+            lean: (!rd && qtype != RecordType::NS && self.tap.load().is_none())
+                .then(|| Query::query(qname.clone(), qtype)),
         }
     }
 
@@ -497,8 +498,9 @@ struct Sent {
     plain_name: Option<Vec<u8>>,
     /// The client cookie sent, which a reply's COOKIE must echo.
     client_cookie: Option<[u8; 8]>,
-    /// Decode the reply with [`decode_lean`].
-    lean: bool,
+    /// The question as asked, when the reply is decoded with
+    /// [`decode_lean`].
+    lean: Option<Query>,
 }
 
 /// Extended RCODE BADCOOKIE (RFC 7873 §8).
@@ -579,8 +581,8 @@ fn accept(buf: &mut [u8], query: &Sent) -> Result<Message, Mismatch> {
             name.copy_from_slice(plain);
         }
     }
-    let m = if query.lean {
-        decode_lean(buf)
+    let m = if let Some(asked) = &query.lean {
+        decode_lean(buf, asked)
     } else {
         Message::from_vec(buf)
     }
@@ -607,23 +609,40 @@ fn accept(buf: &mut [u8], query: &Sent) -> Result<Message, Mismatch> {
 /// Those are the NS set and glue many servers (NSD, BIND) add to every
 /// answer; decoding them was half the cost of decoding the reply.
 /// Anything else is decoded whole, as [`Message::from_vec`] does.
-fn decode_lean(buf: &[u8]) -> Result<Message, DecodeError> {
+fn decode_lean(buf: &[u8], asked: &Query) -> Result<Message, DecodeError> {
     let mut d = BinDecoder::new(buf);
     let Header { metadata, counts } = Header::read(&mut d)?;
+    if counts.queries != 1 {
+        return Message::from_vec(buf);
+    }
     let op = metadata.op_code;
     let mut m = Message::new(metadata.id, metadata.message_type, op);
     m.metadata = metadata;
-    for _ in 0..counts.queries {
-        m.queries.push(Query::read(&mut d)?);
-    }
+    // `accept` has matched the question against ours, so ours stands for
+    // it: the name is stepped over, not decoded again.
+    let mut c = crate::wire::Cursor::at(buf, d.index());
+    crate::wire::skip_name(&mut c)
+        .and_then(|_| c.bytes(4))
+        .ok_or(DecodeError::InsufficientBytes)?;
+    d.read_slice(c.pos() - d.index())?;
+    m.queries.push(asked.clone());
+    let answers_at = d.index();
     m.answers = Message::read_records(&mut d, counts.answers as usize, false, op)?.0;
-    let answered = m.queries.first().is_some_and(|q| {
-        m.answers.iter().any(|r| {
-            r.record_type() == q.query_type()
-                && r.dns_class == q.query_class()
-                && same_name(&r.name, q.name())
-        })
-    });
+    // An owner compressed to the question (offset 12), as servers write
+    // the asked name's records, is the asked name without comparing it.
+    let mut c = crate::wire::Cursor::at(buf, answers_at);
+    let mut answered = false;
+    for r in &m.answers {
+        let at_question = buf.get(c.pos()..c.pos() + 2) == Some(&[0xc0, HEADER_LEN as u8][..]);
+        skip_record(&mut c).ok_or(DecodeError::InsufficientBytes)?;
+        if r.record_type() == asked.query_type()
+            && r.dns_class == asked.query_class()
+            && (at_question || same_name(&r.name, asked.name()))
+        {
+            answered = true;
+            break;
+        }
+    }
     let keep_authority = |t: u16| {
         !answered
             || [
@@ -672,15 +691,7 @@ fn read_some(
         }
         let start = d.index();
         let mut c = crate::wire::Cursor::at(buf, start);
-        let skipped = (|| {
-            crate::wire::skip_name(&mut c)?;
-            let rtype = c.u16()?;
-            c.bytes(6)?;
-            let rdlen = c.u16()?;
-            c.bytes(usize::from(rdlen))?;
-            Some(rtype)
-        })()
-        .ok_or(DecodeError::InsufficientBytes)?;
+        let skipped = skip_record(&mut c).ok_or(DecodeError::InsufficientBytes)?;
         if keep(skipped) {
             let (records, edns, sig) = Message::read_records(d, 1, additional, op)?;
             out.0.extend(records);
@@ -698,6 +709,16 @@ fn read_some(
         }
     }
     Ok(out)
+}
+
+/// Steps over one resource record, checking only its lengths; its type.
+fn skip_record(c: &mut crate::wire::Cursor<'_>) -> Option<u16> {
+    crate::wire::skip_name(c)?;
+    let rtype = c.u16()?;
+    c.bytes(6)?;
+    let rdlen = c.u16()?;
+    c.bytes(usize::from(rdlen))?;
+    Some(rtype)
 }
 
 /// A non-blocking UDP socket connected to `addr`. `connect` binds it to a
@@ -772,7 +793,7 @@ mod tests {
     #[test]
     fn lean_decode_skips_ns_and_glue_of_an_answer() {
         let sent = reply("h1.bench.test.", RecordType::A, vec![a("H1.Bench.test.")]);
-        let m = decode_lean(&sent.to_vec().unwrap()).unwrap();
+        let m = decode_lean(&sent.to_vec().unwrap(), &sent.queries[0]).unwrap();
         assert_eq!(m.answers, sent.answers);
         assert!(m.authorities.is_empty(), "{:?}", m.authorities);
         assert!(m.additionals.is_empty(), "{:?}", m.additionals);
@@ -786,7 +807,7 @@ mod tests {
         // authority and additional sections then, so they are decoded.
         for answer in [vec![], vec![a("other.bench.test.")]] {
             let sent = reply("h1.bench.test.", RecordType::A, answer);
-            let m = decode_lean(&sent.to_vec().unwrap()).unwrap();
+            let m = decode_lean(&sent.to_vec().unwrap(), &sent.queries[0]).unwrap();
             assert_eq!(m, Message::from_vec(&sent.to_vec().unwrap()).unwrap());
         }
         let sent = reply(
@@ -794,7 +815,7 @@ mod tests {
             RecordType::AAAA,
             vec![a("h1.bench.test.")],
         );
-        let m = decode_lean(&sent.to_vec().unwrap()).unwrap();
+        let m = decode_lean(&sent.to_vec().unwrap(), &sent.queries[0]).unwrap();
         assert_eq!(m.authorities.len(), 1);
         assert_eq!(m.additionals.len(), 1);
     }
@@ -816,7 +837,7 @@ mod tests {
                 5,
             )),
         ));
-        let m = decode_lean(&sent.to_vec().unwrap()).unwrap();
+        let m = decode_lean(&sent.to_vec().unwrap(), &sent.queries[0]).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(m.authorities.len(), 1);
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
@@ -828,7 +849,10 @@ mod tests {
         let wire = sent.to_vec().unwrap();
         // Every truncation fails to decode, as with hickory's decoder.
         for len in HEADER_LEN..wire.len() {
-            assert!(decode_lean(&wire[..len]).is_err(), "cut at {len}");
+            assert!(
+                decode_lean(&wire[..len], &sent.queries[0]).is_err(),
+                "cut at {len}"
+            );
         }
     }
 }
