@@ -22,10 +22,22 @@ const DNAME: u16 = 39;
 
 /// What one server said about one question, after bailiwick filtering.
 pub(crate) enum Outcome {
-    /// Records for the name (possibly a CNAME/DNAME chain) with their
-    /// RRSIGs; and the NSEC/NSEC3 records (with RRSIGs) of the authority
-    /// section, which prove a wildcard expansion (RFC 4035 §3.1.3.3).
-    Answer(Vec<Record>, Vec<Record>),
+    /// Records for the name (possibly a CNAME/DNAME chain), as
+    /// [`follow_chain`] found them: where the chain ends, and whether that
+    /// name's data of the asked type is among them.
+    Answer {
+        /// The chain's records, in order.
+        records: Vec<Record>,
+        /// Their RRSIGs.
+        sigs: Vec<Record>,
+        /// The NSEC/NSEC3 records (with RRSIGs) of the authority section,
+        /// which prove a wildcard expansion (RFC 4035 §3.1.3.3).
+        proof: Vec<Record>,
+        /// The last name of the chain.
+        end: Name,
+        /// Whether `end`'s data of the asked type is in `records`.
+        complete: bool,
+    },
     /// The name or type does not exist; the SOA (if any) for the
     /// authority section, with the NSEC/NSEC3 proof and RRSIGs if sent.
     Negative { rcode: u16, soa: Vec<Record> },
@@ -74,21 +86,21 @@ pub(crate) fn classify(
         // Records of a type that was not asked (and no CNAME/DNAME
         // leading to the asked type) are not an answer: follow_chain
         // leaves them out, and they are neither stored nor returned.
-        let (mut used, _, _) = follow_chain(&answers, sname, stype);
+        let (used, end, complete) = follow_chain(&answers, sname, stype);
         if !used.is_empty() {
             let sigs = signatures_of(&answers, &used);
-            used.extend(sigs);
             // A plain answer lives in the answer cache already; the
             // store keeps chains (so a question about any link's
             // target needs no upstream query) and what steers walks: a
             // zone's own NS set and its servers' own addresses.
-            let chain = used.iter().any(|r| r.record_type() != stype);
+            let chain = used.iter().chain(&sigs).any(|r| r.record_type() != stype);
             // (Name equality ignores ASCII case.)
             let steers = stype == RecordType::NS
                 || (is_addr_type(stype)
                     && (has_name(&cut.child_ns, sname) || has_name(&cut.parent_ns, sname)));
             if chain || steers {
                 store.put_all(&used, rank);
+                store.put_all(&sigs, rank);
             }
             if rc == ResponseCode::NXDomain {
                 return Some(Outcome::Negative {
@@ -101,7 +113,13 @@ pub(crate) fn classify(
                 .filter(|r| covered_type(r) != RecordType::SOA)
                 .cloned()
                 .collect();
-            return Some(Outcome::Answer(used, proof));
+            return Some(Outcome::Answer {
+                records: used,
+                sigs,
+                proof,
+                end,
+                complete,
+            });
         }
     }
     if rc == ResponseCode::NXDomain {

@@ -350,10 +350,9 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
         .filter(|r| r.dns_class == DNSClass::IN && is_denial(covered_type(r)))
         .cloned()
         .collect();
-    let (mut used, _, _) = follow_chain(&answers, sname, stype);
+    let (used, end, complete) = follow_chain(&answers, sname, stype);
     if !used.is_empty() {
         let sigs = signatures_of(&answers, &used);
-        used.extend(sigs);
         // A wildcard expansion is proven by NSEC/NSEC3 in the authority
         // section (RFC 4035 §3.1.3.3). A chain that stops short (NXDOMAIN
         // or NODATA at its end) is continued by the walk, which asks the
@@ -362,7 +361,13 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
             .into_iter()
             .filter(|r| covered_type(r) != RecordType::SOA)
             .collect();
-        return Some(Outcome::Answer(used, proof));
+        return Some(Outcome::Answer {
+            records: used,
+            sigs,
+            proof,
+            end,
+            complete,
+        });
     }
     if !msg.metadata.recursion_available && !msg.metadata.authoritative {
         // An empty non-authoritative reply from a server that does not

@@ -17,9 +17,7 @@
 //!   queries per client query, referral depth, glueless NS names resolved
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
-use super::classify::{
-    classify, cname_target, follow_chain, is_addr, negative_ttl, signatures_of, Outcome,
-};
+use super::classify::{classify, cname_target, is_addr, negative_ttl, Outcome};
 use super::forward::{ForwardZone, ForwardZones};
 use super::secure::Dnssec;
 use super::servers::{Policy, ServerStats};
@@ -245,7 +243,8 @@ impl Iterator {
             let mut chain: Vec<Record> = Vec::new();
             let mut proofs: Vec<Record> = Vec::new();
             let mut current = qname.clone();
-            let mut seen = vec![current.to_lowercase()];
+            // The links after `qname`, for loop detection.
+            let mut seen: Vec<Name> = Vec::new();
             for _ in 0..=self.cfg.max_cname_chain {
                 // Known authoritative data first: the tail of a cached chain
                 // needs no upstream query.
@@ -264,7 +263,7 @@ impl Iterator {
                         let Some(t) = target else {
                             return Ok(answer(chain));
                         };
-                        current = next_link(&mut seen, t)?;
+                        current = next_link(&mut seen, qname, t)?;
                         continue;
                     }
                 }
@@ -276,18 +275,23 @@ impl Iterator {
                     t.leave();
                 }
                 match looked? {
-                    Outcome::Answer(records, proof) => {
-                        let (used, end, complete) = follow_chain(&records, &current, qtype);
-                        // The RRSIGs of the links used.
-                        chain.extend(signatures_of(&records, &used));
-                        chain.extend(used);
+                    Outcome::Answer {
+                        records,
+                        sigs,
+                        proof,
+                        end,
+                        complete,
+                    } => {
+                        // The RRSIGs of the links first, as they came.
+                        chain.extend(sigs);
+                        chain.extend(records);
                         proofs.extend(proof);
-                        if complete || end == current {
+                        if complete || same_name(&end, &current) {
                             let mut s = answer(chain);
                             s.authority = proofs;
                             return Ok(s);
                         }
-                        current = next_link(&mut seen, end)?;
+                        current = next_link(&mut seen, qname, end)?;
                     }
                     Outcome::Negative { rcode, soa } => {
                         // RFC 6604: the RCODE is that of the last name.
@@ -760,7 +764,9 @@ impl Iterator {
             if let Some(tr) = &budget.trace {
                 let learned = match &classified {
                     Some(Outcome::Referral(child)) => format!("referral to {}", child.zone),
-                    Some(Outcome::Answer(rs, _)) => format!("answer ({} records)", rs.len()),
+                    Some(Outcome::Answer { records, sigs, .. }) => {
+                        format!("answer ({} records)", records.len() + sigs.len())
+                    }
                     Some(Outcome::Negative { rcode: r, .. }) if *r == rcode::NXDOMAIN => {
                         "NXDOMAIN".to_string()
                     }
@@ -875,11 +881,12 @@ fn answer(chain: Vec<Record>) -> Sections {
     }
 }
 
-fn next_link(seen: &mut Vec<Name>, target: Name) -> Result<Name, ResolveError> {
-    let t = target.to_lowercase();
-    if seen.contains(&t) {
+/// The next link of a chain that started at `start`: an error when it was
+/// in the chain already (a loop).
+fn next_link(seen: &mut Vec<Name>, start: &Name, target: Name) -> Result<Name, ResolveError> {
+    if same_name(&target, start) || seen.iter().any(|s| same_name(s, &target)) {
         return Err(ResolveError::CnameChain(target));
     }
-    seen.push(t);
+    seen.push(target.clone());
     Ok(target)
 }
