@@ -45,6 +45,31 @@ pub(crate) enum Outcome {
     Referral(Delegation),
 }
 
+impl Outcome {
+    /// An answer from a chain [`follow_chain`] found (its records, end and
+    /// completeness), the chain's RRSIGs, and of the reply's denial
+    /// records the ones that prove a wildcard expansion (all but the SOA).
+    pub(crate) fn answer(
+        records: Vec<Record>,
+        end: Name,
+        complete: bool,
+        sigs: Vec<Record>,
+        denial: impl IntoIterator<Item = Record>,
+    ) -> Outcome {
+        let proof = denial
+            .into_iter()
+            .filter(|r| covered_type(r) != RecordType::SOA)
+            .collect();
+        Outcome::Answer {
+            records,
+            sigs,
+            proof,
+            end,
+            complete,
+        }
+    }
+}
+
 /// Turns a reply into an [`Outcome`], storing what it teaches. None
 /// means the server is lame for this zone (bad RCODE, a referral that
 /// does not go down, a non-authoritative empty reply).
@@ -108,18 +133,13 @@ pub(crate) fn classify(
                     soa,
                 });
             }
-            let proof: Vec<Record> = soa
-                .iter()
-                .filter(|r| covered_type(r) != RecordType::SOA)
-                .cloned()
-                .collect();
-            return Some(Outcome::Answer {
-                records: used,
-                sigs,
-                proof,
+            return Some(Outcome::answer(
+                used,
                 end,
                 complete,
-            });
+                sigs,
+                soa.iter().cloned(),
+            ));
         }
     }
     if rc == ResponseCode::NXDomain {

@@ -357,17 +357,7 @@ fn classify_forwarded(msg: &Message, sname: &Name, stype: RecordType) -> Option<
         // section (RFC 4035 §3.1.3.3). A chain that stops short (NXDOMAIN
         // or NODATA at its end) is continued by the walk, which asks the
         // forwarder for the target.
-        let proof = denial
-            .into_iter()
-            .filter(|r| covered_type(r) != RecordType::SOA)
-            .collect();
-        return Some(Outcome::Answer {
-            records: used,
-            sigs,
-            proof,
-            end,
-            complete,
-        });
+        return Some(Outcome::answer(used, end, complete, sigs, denial));
     }
     if !msg.metadata.recursion_available && !msg.metadata.authoritative {
         // An empty non-authoritative reply from a server that does not
