@@ -9,10 +9,10 @@
 //!   (RFC 8020 §2).
 //!
 //! Expiry is lazy, as in Unbound: an entry is checked against its TTL when
-//! read ([`WireAnswer::expired`]) and stays until memory pressure evicts it
-//! or `max_ttl + stale_max` passes, so expired entries can be served stale
-//! (RFC 8767) for up to `stale_max`. Per-entry timers would cost ~50 bytes
-//! an entry for nothing. The iterator's RRsets and delegations live in
+//! read ([`WireAnswer::expired`]) and stays until memory pressure evicts
+//! it, so expired entries can be served stale (RFC 8767) for up to
+//! `stale_max` (checked on read too). Per-entry timers would cost ~50
+//! bytes an entry for nothing. The iterator's RRsets and delegations live in
 //! `resolve::store`.
 
 use crate::config::CacheConfig;

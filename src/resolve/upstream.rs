@@ -14,6 +14,10 @@
 //! forger must guess. A server that answers with the case changed is
 //! remembered and asked without randomisation from then on.
 //!
+//! Replies to the iterator's own questions are decoded lean
+//! (`decode_lean`): the NS set and glue appended to an answer are
+//! stepped over, not decoded.
+//!
 //! DNS Cookies, client side (RFC 7873 §5.3, RFC 9018 §3): every EDNS query
 //! carries our client cookie for that server (a keyed hash of its address)
 //! and the server cookie it last gave us; a reply whose COOKIE option does
