@@ -124,8 +124,10 @@ pub(crate) fn classify(
                 || (is_addr_type(stype)
                     && (has_name(&cut.child_ns, sname) || has_name(&cut.parent_ns, sname)));
             if chain || steers {
-                store.put_all(&used, rank);
-                store.put_all(&sigs, rank);
+                // In one call: put_all keeps each RRSIG with the RRset it
+                // covers, under the same key.
+                let all: Vec<Record> = used.iter().chain(&sigs).cloned().collect();
+                store.put_all(&all, rank);
             }
             if rc == ResponseCode::NXDomain {
                 return Some(Outcome::Negative {
@@ -349,4 +351,89 @@ pub(crate) fn follow_chain(
         break;
     }
     (used, cur, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::dnssec::rdata::sig::SigInput;
+    use hickory_proto::dnssec::rdata::RRSIG;
+    use hickory_proto::dnssec::Algorithm;
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::SerialNumber;
+    use std::str::FromStr;
+
+    fn name(s: &str) -> Name {
+        Name::from_str(s).unwrap()
+    }
+
+    fn rrsig(owner: &str, covered: RecordType) -> Record {
+        let input = SigInput {
+            type_covered: covered,
+            algorithm: Algorithm::ECDSAP256SHA256,
+            num_labels: 3,
+            original_ttl: 300,
+            sig_expiration: SerialNumber::new(2),
+            sig_inception: SerialNumber::new(1),
+            key_tag: 1,
+            signer_name: name("example.test."),
+        };
+        Record::from_rdata(
+            name(owner),
+            300,
+            RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, vec![0; 64]))),
+        )
+    }
+
+    /// A signed CNAME chain goes into the store whole: each link's data
+    /// with its RRSIG, so a later walk through the chain finds the link.
+    #[test]
+    fn a_signed_chain_is_stored_with_its_signatures() {
+        let store = Store::new(1 << 20, 86400);
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.metadata.authoritative = true;
+        m.queries
+            .push(Query::query(name("www.example.test."), RecordType::A));
+        m.answers = vec![
+            Record::from_rdata(
+                name("www.example.test."),
+                300,
+                RData::CNAME(CNAME(name("host.example.test."))),
+            ),
+            rrsig("www.example.test.", RecordType::CNAME),
+            Record::from_rdata(
+                name("host.example.test."),
+                300,
+                RData::A(A::new(192, 0, 2, 1)),
+            ),
+            rrsig("host.example.test.", RecordType::A),
+        ];
+        let cut = Delegation {
+            zone: name("example.test."),
+            child_ns: vec![name("ns1.example.test.")],
+            parent_ns: Vec::new(),
+        };
+        let www = name("www.example.test.");
+        let Some(Outcome::Answer {
+            records,
+            sigs,
+            end,
+            complete,
+            ..
+        }) = classify(&store, &m, &cut, &www, RecordType::A)
+        else {
+            panic!("not an answer");
+        };
+        assert_eq!(records.len(), 2);
+        assert_eq!(sigs.len(), 2);
+        assert_eq!(end, name("host.example.test."));
+        assert!(complete);
+        let link = store
+            .get(&www, RecordType::CNAME, Rank::NonAuthAnswer)
+            .expect("the link is stored");
+        let types: Vec<RecordType> = link.iter().map(|r| r.record_type()).collect();
+        assert!(types.contains(&RecordType::CNAME), "{types:?}");
+        assert!(types.contains(&RecordType::RRSIG), "{types:?}");
+    }
 }
