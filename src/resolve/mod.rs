@@ -4,7 +4,8 @@
 //!
 //! Submodules: `iterate` (the walk), `forward` (forward and stub zones),
 //! `classify` (what one reply says),
-//! `upstream` (one exchange with one server), `servers` (per-server RTT
+//! `upstream` (one exchange with one server), `decode` (its reply,
+//! decoded lean), `servers` (per-server RTT
 //! and lame/dead marks), `store` (the RRsets and delegations the walk
 //! learns).
 
@@ -16,6 +17,7 @@ use std::pin::Pin;
 
 mod aggressive;
 mod classify;
+mod decode;
 pub mod forward;
 pub mod iterate;
 pub mod secure;
