@@ -17,9 +17,9 @@
 //! handed over as one task spawn, which then spawns a task per miss from
 //! inside the runtime: there a spawn is a push onto the worker's own
 //! queue, where a spawn from outside goes through the runtime's shared,
-//! locked queue and checks for a worker to wake. Handing over is bounded by `max_pending` queued misses per socket
-//! (beyond that they are dropped and counted as `dropped`, as the handler
-//! does for resolutions).
+//! locked queue and checks for a worker to wake. Handing over is bounded
+//! by `max_pending` queued misses per socket (beyond that they are dropped
+//! and counted as `dropped`, as the handler does for resolutions).
 //!
 //! Stopping: the socket has a receive timeout of `WAKE`, so an idle
 //! thread looks at its stop flag at least that often; a busy one looks

@@ -231,7 +231,7 @@ pub(crate) fn is_denial(t: RecordType) -> bool {
 }
 
 /// Whether `name` is one of `names` (case ignored).
-fn has_name(names: &[Name], name: &Name) -> bool {
+pub(crate) fn has_name(names: &[Name], name: &Name) -> bool {
     names.iter().any(|n| same_name(n, name))
 }
 

@@ -17,7 +17,7 @@
 //!   queries per client query, referral depth, glueless NS names resolved
 //!   per delegation, nesting of those resolutions, CNAME links, deadline.
 
-use super::classify::{classify, cname_target, is_addr, negative_ttl, Outcome};
+use super::classify::{classify, cname_target, has_name, is_addr, negative_ttl, Outcome};
 use super::forward::{ForwardZone, ForwardZones};
 use super::secure::Dnssec;
 use super::servers::{Policy, ServerStats};
@@ -574,9 +574,9 @@ impl Iterator {
         for ns in cut.names() {
             let (child, parent) = self.store.addresses_both(ns);
             let preferred = if prefer_child {
-                cut.child_ns.iter().any(|n| same_name(n, ns))
+                has_name(&cut.child_ns, ns)
             } else {
-                cut.parent_ns.iter().any(|n| same_name(n, ns))
+                has_name(&cut.parent_ns, ns)
             };
             // Tier 0: the preferred side's names, at the child's own
             // addresses for them when it gave any; tier 1: the rest.
