@@ -38,6 +38,49 @@ use tokio::sync::oneshot;
 /// Clients waiting for one resolution.
 type Waiters = Vec<oneshot::Sender<Entry>>;
 
+/// What a query does about a resolution its question needs.
+enum Turn {
+    /// One is in progress: wait for its answer.
+    Join(oneshot::Receiver<Entry>),
+    /// None was: run it.
+    Lead(Lead),
+}
+
+/// The duty to finish the resolution of one key in `Handler::inflight`.
+/// Dropped unfinished (its task cancelled or panicking), it removes the
+/// key, so its waiters hear that it failed (they answer SERVFAIL) and the
+/// next query for the name starts afresh instead of joining a resolution
+/// that will never end.
+struct Lead {
+    handler: Arc<Handler>,
+    key: Option<CacheKey>,
+    /// The waiter that started it, when that one waits in another task.
+    first: Option<oneshot::Sender<Entry>>,
+}
+
+impl Lead {
+    /// Removes the key and returns who waited for it.
+    fn finish(&mut self) -> Waiters {
+        let Some(key) = self.key.take() else {
+            return Waiters::new();
+        };
+        let mut map = self
+            .handler
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut waiters = map.remove(&key).unwrap_or_default();
+        waiters.extend(self.first.take());
+        waiters
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        drop(self.finish());
+    }
+}
+
 /// Which transport a query came over; decides the reply size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -590,9 +633,9 @@ impl Handler {
         } else {
             None
         };
-        let rx = self.resolve_coalesced(q.key(), qname.clone(), qtype);
         let entry = match &stale {
             Some(st) => {
+                let rx = self.resolve_coalesced(q.key(), qname.clone(), qtype);
                 let wait = self.cache.config().stale_answer_timeout.0;
                 match tokio::time::timeout(wait, rx).await {
                     Ok(Ok(fresh)) if fresh.rcode != rcode::SERVFAIL => Ok(fresh),
@@ -607,7 +650,10 @@ impl Handler {
             // parked driver (tokio does that for any timer earlier than
             // the one it parked on): a third of the cold path's
             // wake-up writes.
-            None => match rx.await {
+            // A UDP miss's task is never cancelled half-way: it may run
+            // the resolution itself.
+            None if t == Transport::Udp => Ok(self.resolve_here(q.key(), &qname, qtype).await),
+            None => match self.resolve_coalesced(q.key(), qname.clone(), qtype).await {
                 Ok(fresh) => Ok(fresh),
                 _ => Ok(self.servfail(&qname, qtype)),
             },
@@ -663,54 +709,87 @@ impl Handler {
         qtype: RecordType,
         read_l2: bool,
     ) -> oneshot::Receiver<Entry> {
+        let mut lead = match self.join_or_lead(key) {
+            Turn::Join(rx) => return rx,
+            Turn::Lead(lead) => lead,
+        };
         let (tx, rx) = oneshot::channel();
-        {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(waiters) = map.get_mut(key) {
-                Metrics::inc(&self.metrics.coalesced);
-                waiters.push(tx);
-                return rx;
-            }
-            map.insert(key.into(), vec![tx]);
-        }
+        lead.first = Some(tx);
         let this = self.clone();
-        let key: Box<[u8]> = key.into();
         // Boxed: the task's cell then holds a pointer, not the whole
         // resolution's state machine, which tokio otherwise copies on
         // spawn and at each stage change (5% of a cold query's
         // instructions went to those copies).
         tokio::spawn(Box::pin(async move {
-            let shared = match (&this.l2, read_l2) {
-                (Some(l2), true) => l2.get(&key).await,
-                _ => None,
-            };
-            let entry = match shared {
-                Some(e) => {
-                    this.cache.insert(&key, e.clone());
-                    e
-                }
-                None => {
-                    let resolver = this.resolver.load_full();
-                    let s = resolver.resolve(qname.clone(), qtype).await;
-                    let e = this
-                        .cache
-                        .store(&key, &qname, qtype, s)
-                        .unwrap_or_else(|| this.servfail(&qname, qtype));
-                    if let Some(l2) = &this.l2 {
-                        l2.put(&key, &e);
-                    }
-                    e
-                }
-            };
-            let waiters = {
-                let mut map = this.inflight.lock().unwrap_or_else(|p| p.into_inner());
-                map.remove(&key).unwrap_or_default()
-            };
-            for w in waiters {
-                let _ = w.send(entry.clone());
-            }
+            this.lead(lead, qname, qtype, read_l2).await;
         }));
         rx
+    }
+
+    /// The answer to `key`, from the resolution in progress for it or
+    /// from one run here, in the caller's task. For a caller that is
+    /// never cancelled half-way (a UDP miss's task runs to its end): a
+    /// task of its own would cost a second spawn, a channel and a wake-up
+    /// for every miss. Should the caller be dropped all the same (runtime
+    /// shutdown), [`Lead`]'s drop releases the waiters.
+    async fn resolve_here(self: &Arc<Self>, key: &[u8], qname: &Name, qtype: RecordType) -> Entry {
+        match self.join_or_lead(key) {
+            Turn::Join(rx) => rx.await.unwrap_or_else(|_| self.servfail(qname, qtype)),
+            Turn::Lead(lead) => self.lead(lead, qname.clone(), qtype, true).await,
+        }
+    }
+
+    /// Joins the resolution in progress for `key`, or records one, which
+    /// the caller must then run.
+    fn join_or_lead(self: &Arc<Self>, key: &[u8]) -> Turn {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(waiters) = map.get_mut(key) {
+            Metrics::inc(&self.metrics.coalesced);
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            return Turn::Join(rx);
+        }
+        let key: CacheKey = key.into();
+        map.insert(key.clone(), Waiters::new());
+        Turn::Lead(Lead {
+            handler: self.clone(),
+            key: Some(key),
+            first: None,
+        })
+    }
+
+    /// Resolves the question `lead` stands for (from L2 first when
+    /// `read_l2`), caches it and hands it to every waiter.
+    async fn lead(&self, mut lead: Lead, qname: Name, qtype: RecordType, read_l2: bool) -> Entry {
+        let Some(key) = lead.key.as_deref() else {
+            return self.servfail(&qname, qtype);
+        };
+        let shared = match (&self.l2, read_l2) {
+            (Some(l2), true) => l2.get(key).await,
+            _ => None,
+        };
+        let entry = match shared {
+            Some(e) => {
+                self.cache.insert(key, e.clone());
+                e
+            }
+            None => {
+                let resolver = self.resolver.load_full();
+                let s = resolver.resolve(qname.clone(), qtype).await;
+                let e = self
+                    .cache
+                    .store(key, &qname, qtype, s)
+                    .unwrap_or_else(|| self.servfail(&qname, qtype));
+                if let Some(l2) = &self.l2 {
+                    l2.put(key, &e);
+                }
+                e
+            }
+        };
+        for w in lead.finish() {
+            let _ = w.send(entry.clone());
+        }
+        entry
     }
 
     /// Replaces the access list (reload).

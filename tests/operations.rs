@@ -1405,6 +1405,76 @@ async fn identical_questions_at_once_are_counted_as_coalesced() {
     d.shutdown().await;
 }
 
+/// A resolver that counts its calls and takes 800 ms for each.
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl resolvd::resolve::Resolve for Counted {
+    fn resolve(
+        &self,
+        _qname: hickory_proto::rr::Name,
+        _qtype: RecordType,
+    ) -> resolvd::resolve::BoxFuture<'_, resolvd::wire::answer::Sections> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            resolvd::wire::answer::Sections::error(3, None)
+        })
+    }
+}
+
+/// A UDP miss runs its resolution in its own task. Should that task be
+/// dropped half-way, the query that joined it gets SERVFAIL at once, not
+/// a wait for ever, and the next query for the name starts afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_udp_resolution_releases_who_joined_it() {
+    use resolvd::handler::Transport;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut cfg = resolvd::config::Config::embedded_default();
+    cfg.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.control.enabled = false;
+    let d = resolvd::daemon::Daemon::start_with(
+        &cfg,
+        std::sync::Arc::new(Counted(calls.clone())),
+        std::sync::Arc::new(resolvd::metrics::Metrics::default()),
+    )
+    .await
+    .unwrap();
+    let pkt = make_query("slow.example.", RecordType::A, false)
+        .to_vec()
+        .unwrap();
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let answer = |t: Transport| {
+        let h = d.handler().clone();
+        let pkt = pkt.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            h.answer_resolved(&pkt, client, t, &mut out).await;
+            out
+        })
+    };
+    let lead = answer(Transport::Udp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let joined = answer(Transport::Tcp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    lead.abort();
+    let out = tokio::time::timeout(Duration::from_millis(300), joined)
+        .await
+        .expect("the joined query was released when the resolution was dropped")
+        .unwrap();
+    let reply = hickory_proto::op::Message::from_vec(&out).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    let out = answer(Transport::Udp).await.unwrap();
+    let reply = hickory_proto::op::Message::from_vec(&out).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the next query resolved afresh"
+    );
+    d.shutdown().await;
+}
+
 /// A server address where nothing listens answers with an ICMP port
 /// unreachable. The upstream socket is connected, so the kernel reports
 /// it and the exchange fails at once as an error, the server marked dead,
