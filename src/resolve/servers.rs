@@ -58,7 +58,9 @@ pub struct ServerInfo {
 
 /// Per-address server statistics.
 pub struct ServerStats {
-    map: Mutex<HashMap<IpAddr, Info>>,
+    /// ahash, not SipHash: this map is read for every exchange, and its
+    /// keys come from referrals (so keyed at random all the same).
+    map: Mutex<HashMap<IpAddr, Info, ahash::RandomState>>,
     policy: Policy,
 }
 
@@ -66,12 +68,12 @@ impl ServerStats {
     /// Empty statistics.
     pub fn new(policy: Policy) -> ServerStats {
         ServerStats {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashMap::default()),
             policy,
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<IpAddr, Info>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<IpAddr, Info, ahash::RandomState>) -> T) -> T {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut m)
     }

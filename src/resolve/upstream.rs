@@ -81,13 +81,15 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     /// Servers that answered FORMERR/NOTIMP to an EDNS query; they are
     /// asked without OPT from then on.
-    no_edns: Mutex<HashSet<IpAddr>>,
+    no_edns: Mutex<HashSet<IpAddr, ahash::RandomState>>,
     /// Servers that did not echo the question's case; asked without 0x20.
-    no_caps: Mutex<HashSet<IpAddr>>,
+    no_caps: Mutex<HashSet<IpAddr, ahash::RandomState>>,
     /// Key for our client cookies.
     cookie_secret: [u8; 16],
     /// The server cookie each server last gave us.
-    server_cookies: Mutex<HashMap<IpAddr, Vec<u8>>>,
+    /// (These per-server maps use ahash: they are read for every
+    /// exchange.)
+    server_cookies: Mutex<HashMap<IpAddr, Vec<u8>, ahash::RandomState>>,
     /// The dnstap writer, when `[dnstap] resolver` logs upstream traffic.
     tap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
     /// Whether this host has a route to the global IPv6 internet; without
@@ -111,10 +113,10 @@ impl Upstream {
     pub fn new(cfg: UpstreamConfig) -> Upstream {
         Upstream {
             cfg,
-            no_edns: Mutex::new(HashSet::new()),
-            no_caps: Mutex::new(HashSet::new()),
+            no_edns: Mutex::new(HashSet::default()),
+            no_caps: Mutex::new(HashSet::default()),
             cookie_secret: rand::random(),
-            server_cookies: Mutex::new(HashMap::new()),
+            server_cookies: Mutex::new(HashMap::default()),
             ipv6_route: has_ipv6_route(),
             tap: arc_swap::ArcSwapOption::empty(),
         }
@@ -182,9 +184,10 @@ impl Upstream {
         rd: bool,
     ) -> Result<Reply, ExchangeError> {
         let server = addr.ip();
-        let listed =
-            |set: &Mutex<HashSet<IpAddr>>| set.lock().map(|s| s.contains(&server)).unwrap_or(false);
-        let remember = |set: &Mutex<HashSet<IpAddr>>| {
+        let listed = |set: &Mutex<HashSet<IpAddr, ahash::RandomState>>| {
+            set.lock().map(|s| s.contains(&server)).unwrap_or(false)
+        };
+        let remember = |set: &Mutex<HashSet<IpAddr, ahash::RandomState>>| {
             if let Ok(mut s) = set.lock() {
                 s.insert(server);
             }
