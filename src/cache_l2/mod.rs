@@ -5,8 +5,9 @@
 //! - Read: an L1 miss asks L2 (one GET, bounded by `timeout`) before
 //!   resolving; a hit goes into L1 with its remaining TTL, never extended.
 //! - Write: a resolution goes into L1 at once and into a bounded queue
-//!   that one task drains into Redis in pipelined SETs; when the queue is
-//!   full the write is dropped, never waited for.
+//!   that one task drains into Redis in pipelined SETs (one pipeline per
+//!   hash slot on a cluster); when the queue is full the write is
+//!   dropped, never waited for.
 //! - Entry: the value format (a versioned header, then the answer in
 //!   wire form) and which answers are shared are in `entry`. Redis
 //!   expires the key after the remaining TTL (plus the serve-stale window
@@ -222,6 +223,10 @@ impl Backend {
         Err(last.unwrap_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Client, "no attempt made"))
         }))
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(_))
     }
 
     /// A connection, the slot it belongs to, and whether it is new.
@@ -535,7 +540,10 @@ impl L2Stats {
 }
 
 /// Drains the write queue into Redis, up to [`WRITE_BATCH`] SETs per
-/// pipeline; ends when the [`SharedCache`] is dropped.
+/// pipeline; ends when the [`SharedCache`] is dropped. A Redis Cluster
+/// takes a pipeline only when all its keys hash to one slot (redis-rs
+/// refuses the rest with CROSSSLOT), so there a batch is split by slot
+/// and the parts go concurrently over the multiplexed connection.
 async fn write_loop(s: Arc<Shared>, mut rx: mpsc::Receiver<Write>, timeout: Duration) {
     let mut batch: Vec<Write> = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
@@ -544,34 +552,55 @@ async fn write_loop(s: Arc<Shared>, mut rx: mpsc::Receiver<Write>, timeout: Dura
             batch.clear();
             continue;
         }
-        let mut p = redis::pipe();
-        for w in &batch {
-            p.cmd("SET")
-                .arg(&w.key)
-                .arg(&w.value)
-                .arg("EX")
-                .arg(w.expire_secs.max(1))
-                .ignore();
+        if !s.backend.is_cluster() {
+            write_pipeline(&s, &batch, timeout).await;
+            batch.clear();
+            continue;
         }
-        let send = s.backend.run(|mut c| {
-            let p = &p;
-            async move { c.pipeline(p).await }
-        });
-        match tokio::time::timeout(timeout, send).await {
-            Ok(Ok(())) => {
-                s.breaker.success();
-                s.stats.writes.fetch_add(batch.len() as u64, Relaxed);
-            }
-            Ok(Err(e)) => {
-                L2Stats::inc(&s.stats.errors);
-                s.breaker.failure(&e.to_string());
-            }
-            Err(_) => {
-                L2Stats::inc(&s.stats.errors);
-                s.breaker.failure("timeout");
-            }
+        let mut by_slot: std::collections::HashMap<_, Vec<Write>, ahash::RandomState> =
+            std::collections::HashMap::default();
+        for w in batch.drain(..) {
+            let slot = redis::cluster_routing::Slot::for_key(&w.key);
+            by_slot.entry(slot).or_default().push(w);
         }
+        let mut parts = tokio::task::JoinSet::new();
+        for part in by_slot.into_values() {
+            let s = s.clone();
+            parts.spawn(async move { write_pipeline(&s, &part, timeout).await });
+        }
+        while parts.join_next().await.is_some() {}
         batch.clear();
+    }
+}
+
+/// Sends `writes` as one pipeline of SETs and counts the outcome.
+async fn write_pipeline(s: &Shared, writes: &[Write], timeout: Duration) {
+    let mut p = redis::pipe();
+    for w in writes {
+        p.cmd("SET")
+            .arg(&w.key)
+            .arg(&w.value)
+            .arg("EX")
+            .arg(w.expire_secs.max(1))
+            .ignore();
+    }
+    let send = s.backend.run(|mut c| {
+        let p = &p;
+        async move { c.pipeline(p).await }
+    });
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => {
+            s.breaker.success();
+            s.stats.writes.fetch_add(writes.len() as u64, Relaxed);
+        }
+        Ok(Err(e)) => {
+            L2Stats::inc(&s.stats.errors);
+            s.breaker.failure(&e.to_string());
+        }
+        Err(_) => {
+            L2Stats::inc(&s.stats.errors);
+            s.breaker.failure("timeout");
+        }
     }
 }
 
