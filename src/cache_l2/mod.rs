@@ -225,6 +225,7 @@ impl Backend {
         }))
     }
 
+    /// A Redis Cluster, where one pipeline must keep to one hash slot.
     fn is_cluster(&self) -> bool {
         matches!(self.client, Client::Cluster(_))
     }

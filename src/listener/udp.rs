@@ -261,17 +261,19 @@ impl Hot {
         // Boxed for the reason given in `Handler::resolve_shared`.
         self.tasks.spawn_on(
             Box::pin(async move {
-                queued.fetch_sub(batch.len(), Ordering::Relaxed);
                 let mut batch = batch.into_iter();
                 let first = batch.next();
                 for (pkt, peer) in batch {
                     let sock = sock.clone();
                     let handler = handler.clone();
+                    let queued = queued.clone();
                     tasks.spawn(Box::pin(async move {
+                        queued.fetch_sub(1, Ordering::Relaxed);
                         answer_miss(pkt, peer, &sock, &handler).await;
                     }));
                 }
                 if let Some((pkt, peer)) = first {
+                    queued.fetch_sub(1, Ordering::Relaxed);
                     answer_miss(pkt, peer, &sock, &handler).await;
                 }
             }),

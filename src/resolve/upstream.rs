@@ -358,7 +358,7 @@ impl Upstream {
         // Let the runtime run what else is ready first, then look for the
         // reply before asking the reactor to watch the socket. Under load
         // it is usually in by then: no epoll_ctl to add the socket and to
-        // remove it, no timer; two of a cold query's nine system calls.
+        // remove it, and no timer (with its eventfd wake-up, at times).
         // When it is not, one `recv` more is the cost.
         tokio::task::yield_now().await;
         for _ in 0..EARLY_READS {
