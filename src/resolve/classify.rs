@@ -126,8 +126,7 @@ pub(crate) fn classify(
             if chain || steers {
                 // In one call: put_all keeps each RRSIG with the RRset it
                 // covers, under the same key.
-                let all: Vec<Record> = used.iter().chain(&sigs).cloned().collect();
-                store.put_all(&all, rank);
+                store.put_all(used.iter().chain(&sigs), rank);
             }
             if rc == ResponseCode::NXDomain {
                 return Some(Outcome::Negative {

@@ -24,6 +24,7 @@
 //! over one-shot answer sets.
 
 use super::classify::covered_type;
+use crate::wire::same_name;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use quick_cache::sync::{Cache, DefaultLifecycle};
@@ -251,13 +252,14 @@ impl Store {
     }
 
     /// Groups records by (owner, type) and stores each set.
-    pub fn put_all(&self, records: &[Record], rank: Rank) {
+    pub fn put_all<'a>(&self, records: impl IntoIterator<Item = &'a Record>, rank: Rank) {
         let mut groups: Vec<Vec<Record>> = Vec::new();
         for r in records {
             match groups.iter_mut().find(|g| {
                 // An RRSIG is kept with the RRset it covers.
-                g.first()
-                    .is_some_and(|f| covered_type(f) == covered_type(r) && f.name == r.name)
+                g.first().is_some_and(|f| {
+                    covered_type(f) == covered_type(r) && same_name(&f.name, &r.name)
+                })
             }) {
                 Some(g) => g.push(r.clone()),
                 None => groups.push(vec![r.clone()]),
